@@ -1,0 +1,109 @@
+//! Configuration: every setting is a flag and an environment variable (clap `env`), with
+//! the names the spec fixes (`DATABASE_URL`, `PHONEBANK_*`, and the provider's own
+//! `TWILIO_*`). Secrets are `SecretString`, so they never reach a log or `--help` output.
+
+use std::net::SocketAddr;
+
+use phonenumber::country::Id as Region;
+use secrecy::SecretString;
+
+use crate::domain::phone::parse_region;
+
+/// Where the data lives.
+#[derive(Debug, Clone, clap::Args)]
+pub struct DatabaseArgs {
+    /// `sqlite:path.db` or `postgres://user@host/db`. Unset: `phonebank.db` in the working
+    /// directory, created and migrated on first start.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+/// How phone numbers in files and API requests are read.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PhoneArgs {
+    /// Country assumed for numbers written without a country code (ISO 3166 code).
+    #[arg(long, env = "PHONEBANK_DEFAULT_REGION", default_value = "GB", value_parser = parse_region, global = true)]
+    pub default_region: Region,
+}
+
+/// `phonebank serve` settings.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "PHONEBANK_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: SocketAddr,
+
+    /// The public base URL the provider calls (e.g. `https://pb.example.org`). Webhook
+    /// signatures are computed over this URL, never over the Host header, because a TLS
+    /// proxy in front changes scheme and host.
+    #[arg(long, env = "PHONEBANK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+
+    /// Provider account id.
+    #[arg(long, env = "TWILIO_ACCOUNT_SID")]
+    pub account_sid: Option<String>,
+
+    /// Provider auth token: signs webhooks and authenticates REST calls.
+    #[arg(long, env = "TWILIO_AUTH_TOKEN", hide_env_values = true)]
+    pub auth_token: Option<SecretString>,
+
+    /// Provider REST base URL; point it at a compatible provider or a test double.
+    #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com")]
+    pub api_base: String,
+
+    /// Largest accepted request body for JSON endpoints, in bytes.
+    #[arg(long, env = "PHONEBANK_MAX_BODY", default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+
+    /// Largest accepted member CSV upload, in bytes.
+    #[arg(long, env = "PHONEBANK_MAX_UPLOAD", default_value_t = 256 * 1024 * 1024)]
+    pub max_upload_bytes: usize,
+
+    /// Seconds before a request is abandoned with 408 (uploads get ten times as long).
+    #[arg(long, env = "PHONEBANK_REQUEST_TIMEOUT", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+}
+
+/// What the running application needs, independent of where it came from (tests build
+/// it directly).
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub default_region: Region,
+    pub public_url: Option<String>,
+    pub account_sid: Option<String>,
+    pub auth_token: Option<SecretString>,
+    pub api_base: String,
+    pub max_body_bytes: usize,
+    pub max_upload_bytes: usize,
+    pub request_timeout: std::time::Duration,
+}
+
+impl Settings {
+    pub fn new(serve: &ServeArgs, phone: &PhoneArgs) -> Self {
+        Self {
+            default_region: phone.default_region,
+            public_url: serve.public_url.clone(),
+            account_sid: serve.account_sid.clone(),
+            auth_token: serve.auth_token.clone(),
+            api_base: serve.api_base.clone(),
+            max_body_bytes: serve.max_body_bytes,
+            max_upload_bytes: serve.max_upload_bytes,
+            request_timeout: std::time::Duration::from_secs(serve.request_timeout_secs),
+        }
+    }
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            default_region: Region::GB,
+            public_url: None,
+            account_sid: None,
+            auth_token: None,
+            api_base: "https://api.twilio.com".into(),
+            max_body_bytes: 1024 * 1024,
+            max_upload_bytes: 256 * 1024 * 1024,
+            request_timeout: std::time::Duration::from_secs(30),
+        }
+    }
+}

@@ -1,0 +1,58 @@
+//! The organiser API, `/api/v1`. JSON in and out, bearer tokens, and an OpenAPI document
+//! generated from these handlers (`utoipa`), so the document cannot drift from the code.
+//! Modules are merged below in the order an organiser meets them.
+
+mod campaigns;
+mod members;
+mod seats;
+mod suppressions;
+mod volunteers;
+
+use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+
+use super::{ApiRouter, timeout};
+use crate::config::Settings;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "phonebank organiser API",
+        description = "Campaigns, scripts, seats, members, volunteers, suppressions and reports. \
+                       Every route needs `Authorization: Bearer <token>` (create one with \
+                       `phonebank token create`). Errors are `{\"error\": {\"code\", \"message\"}}`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "seats", description = "Constituencies and their targeting settings"),
+        (name = "campaigns", description = "Campaigns, scripts, status and progress"),
+        (name = "members", description = "Member import and look-up"),
+        (name = "volunteers", description = "Volunteers and their PINs"),
+        (name = "suppressions", description = "The do-not-contact list"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme("bearer", SecurityScheme::Http(Http::new(HttpAuthScheme::Bearer)));
+    }
+}
+
+pub(super) fn router(settings: &Settings) -> ApiRouter {
+    let json = OpenApiRouter::new()
+        .merge(seats::router())
+        .merge(campaigns::router())
+        .merge(members::router())
+        .merge(volunteers::router())
+        .merge(suppressions::router())
+        .layer(timeout(settings.request_timeout));
+    let uploads = members::upload_router(settings.max_upload_bytes)
+        .layer(timeout(settings.request_timeout * 10));
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", json.merge(uploads))
+}

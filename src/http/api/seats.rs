@@ -1,0 +1,93 @@
+//! Seats and their targeting settings.
+
+use axum::extract::State;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::http::auth::Organiser;
+use crate::http::error::{AppJson, AppPath, AppQuery, ErrorBody};
+use crate::http::{ApiError, ApiResult, AppState};
+use crate::store::seats::{Seat, SeatPatch};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_seats))
+        .routes(routes!(get_seat, update_seat))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+struct SeatFilter {
+    /// Only target seats.
+    #[serde(default)]
+    target: bool,
+}
+
+/// List seats (alphabetical).
+#[utoipa::path(get, path = "/seats", tag = "seats", params(SeatFilter),
+    responses((status = 200, body = Vec<Seat>), (status = 401, body = ErrorBody)))]
+async fn list_seats(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppQuery(filter): AppQuery<SeatFilter>,
+) -> ApiResult<AppJson<Vec<Seat>>> {
+    Ok(AppJson(state.store.list_seats(filter.target).await?))
+}
+
+/// One seat by ONS code (e.g. `E14001234`).
+#[utoipa::path(get, path = "/seats/{code}", tag = "seats", params(("code" = String, Path)),
+    responses((status = 200, body = Seat), (status = 404, body = ErrorBody)))]
+async fn get_seat(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(code): AppPath<String>,
+) -> ApiResult<AppJson<Seat>> {
+    state.store.get_seat(&code).await.map(AppJson).map_err(not_found)
+}
+
+/// Change a seat's targeting: target flag, weight, rate limit, burst, daily cap, zone.
+/// Takes effect at the next claim.
+#[utoipa::path(patch, path = "/seats/{code}", tag = "seats", params(("code" = String, Path)),
+    request_body = SeatPatch,
+    responses((status = 200, body = Seat), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_seat(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(code): AppPath<String>,
+    AppJson(patch): AppJson<SeatPatch>,
+) -> ApiResult<AppJson<Seat>> {
+    let mut errors = Vec::new();
+    for (field, value) in [
+        ("weight", patch.weight),
+        ("rate_per_hour", patch.rate_per_hour),
+        ("burst", patch.burst),
+        ("daily_cap", patch.daily_cap),
+    ] {
+        if value.is_some_and(|v| !(0..=1_000_000).contains(&v)) {
+            errors.push(crate::domain::FieldError {
+                field: field.into(),
+                message: "must be between 0 and 1000000".into(),
+            });
+        }
+    }
+    if let Some(tz) = &patch.time_zone {
+        if jiff::tz::TimeZone::get(tz).is_err() {
+            errors.push(crate::domain::FieldError {
+                field: "time_zone".into(),
+                message: format!("unknown time zone {tz:?} (use an IANA name such as Europe/London)"),
+            });
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Invalid(errors));
+    }
+    state.store.update_seat(&code, &patch).await.map(AppJson).map_err(not_found)
+}
+
+fn not_found(e: crate::store::StoreError) -> ApiError {
+    match e {
+        crate::store::StoreError::NotFound => ApiError::NotFound("seat"),
+        e => e.into(),
+    }
+}

@@ -1,0 +1,145 @@
+//! Volunteers. Creating one (or resetting a PIN) returns the PIN exactly once; only its
+//! argon2 hash is kept.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::members::parse_phone;
+use crate::domain::Pin;
+use crate::http::auth::Organiser;
+use crate::http::error::{AppJson, AppPath, ErrorBody};
+use crate::http::{ApiError, ApiResult, AppState};
+use crate::store::StoreError;
+use crate::store::volunteers::{Volunteer, VolunteerPatch};
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_volunteers, create_volunteer))
+        .routes(routes!(get_volunteer, update_volunteer, delete_volunteer))
+        .routes(routes!(reset_pin))
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewVolunteer {
+    pub name: String,
+    /// The volunteer's own phone, any common format.
+    pub phone: String,
+    pub team: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVolunteer {
+    pub name: Option<String>,
+    pub phone: Option<String>,
+    /// An empty string clears the team.
+    pub team: Option<String>,
+    pub active: Option<bool>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VolunteerWithPin {
+    pub volunteer: Volunteer,
+    /// Shown once: give it to the volunteer now. It cannot be retrieved later.
+    pub pin: String,
+}
+
+fn not_found(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => ApiError::NotFound("volunteer"),
+        e => e.into(),
+    }
+}
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(ApiError::invalid("name", "name must be 1-200 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+/// Hash off the async threads: argon2 is deliberately slow.
+async fn new_pin() -> ApiResult<(Pin, String)> {
+    tokio::task::spawn_blocking(|| {
+        let pin = Pin::generate();
+        let hash = pin.hash();
+        (pin, hash)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(e.into()))
+}
+
+#[utoipa::path(get, path = "/volunteers", tag = "volunteers",
+    responses((status = 200, body = Vec<Volunteer>), (status = 401, body = ErrorBody)))]
+async fn list_volunteers(_: Organiser, State(state): State<AppState>) -> ApiResult<AppJson<Vec<Volunteer>>> {
+    Ok(AppJson(state.store.list_volunteers().await?))
+}
+
+/// Register a volunteer. The response carries their PIN, once.
+#[utoipa::path(post, path = "/volunteers", tag = "volunteers", request_body = NewVolunteer,
+    responses((status = 201, body = VolunteerWithPin), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_volunteer(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppJson(req): AppJson<NewVolunteer>,
+) -> ApiResult<(StatusCode, AppJson<VolunteerWithPin>)> {
+    let name = check_name(&req.name)?;
+    let phone = parse_phone(&state, &req.phone)?;
+    let team = req.team.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let (pin, hash) = new_pin().await?;
+    let volunteer = state.store.create_volunteer(&name, &phone, team, &hash).await?;
+    tracing::info!(volunteer_id = volunteer.id, "volunteer registered");
+    Ok((StatusCode::CREATED, AppJson(VolunteerWithPin { volunteer, pin: pin.expose().to_owned() })))
+}
+
+#[utoipa::path(get, path = "/volunteers/{id}", tag = "volunteers", params(("id" = i64, Path)),
+    responses((status = 200, body = Volunteer), (status = 404, body = ErrorBody)))]
+async fn get_volunteer(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<Volunteer>> {
+    state.store.get_volunteer(id).await.map(AppJson).map_err(not_found)
+}
+
+/// Change name, phone, team or active flag.
+#[utoipa::path(patch, path = "/volunteers/{id}", tag = "volunteers", params(("id" = i64, Path)), request_body = UpdateVolunteer,
+    responses((status = 200, body = Volunteer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn update_volunteer(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+    AppJson(req): AppJson<UpdateVolunteer>,
+) -> ApiResult<AppJson<Volunteer>> {
+    let patch = VolunteerPatch {
+        name: req.name.as_deref().map(check_name).transpose()?,
+        phone: req.phone.as_deref().map(|p| parse_phone(&state, p)).transpose()?,
+        team: req.team.map(|t| {
+            let t = t.trim().to_owned();
+            (!t.is_empty()).then_some(t)
+        }),
+        active: req.active,
+    };
+    state.store.update_volunteer(id, &patch).await.map(AppJson).map_err(not_found)
+}
+
+/// Remove a volunteer who never made a call (409 `volunteer_has_calls` otherwise:
+/// deactivate them instead).
+#[utoipa::path(delete, path = "/volunteers/{id}", tag = "volunteers", params(("id" = i64, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn delete_volunteer(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<StatusCode> {
+    state.store.delete_volunteer(id).await.map_err(not_found)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Issue a new PIN (the old one stops working). Returned once.
+#[utoipa::path(post, path = "/volunteers/{id}/pin", tag = "volunteers", params(("id" = i64, Path)),
+    responses((status = 200, body = VolunteerWithPin), (status = 404, body = ErrorBody)))]
+async fn reset_pin(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<VolunteerWithPin>> {
+    let (pin, hash) = new_pin().await?;
+    state.store.set_volunteer_pin(id, &hash).await.map_err(not_found)?;
+    let volunteer = state.store.get_volunteer(id).await.map_err(not_found)?;
+    Ok(AppJson(VolunteerWithPin { volunteer, pin: pin.expose().to_owned() }))
+}

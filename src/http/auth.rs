@@ -1,0 +1,38 @@
+//! Organiser authentication: `Authorization: Bearer pbk_...`, checked against the stored
+//! SHA-256 digests of tokens made with `phonebank token create`.
+
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+
+use super::{ApiError, AppState};
+use crate::domain::ApiToken;
+
+/// An authenticated organiser; the token's name is recorded as the actor in audits.
+#[derive(Debug, Clone)]
+pub struct Organiser {
+    pub token_name: String,
+}
+
+impl FromRequestParts<AppState> for Organiser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or(ApiError::Unauthorized)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(ApiError::Unauthorized)?;
+        if !scheme.eq_ignore_ascii_case("bearer") || !token.trim().starts_with(ApiToken::PREFIX) {
+            return Err(ApiError::Unauthorized);
+        }
+        match state.store.authenticate(&ApiToken::from_header(token.trim())).await? {
+            Some(token_name) => Ok(Self { token_name }),
+            None => {
+                tracing::info!("rejected an unknown or revoked API token");
+                Err(ApiError::Unauthorized)
+            }
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! CSV imports of seats and members, shared by the CLI and the HTTP upload.
+//!
+//! Files are streamed: a blocking thread reads and validates rows and hands batches over
+//! a small bounded channel to the async writer, which commits one transaction per batch.
+//! Memory stays bounded by the batch size (plus one small entry per member id, to spot
+//! a member listed twice in the same file), whatever the file's length. Every rejected
+//! row is reported with its line number (the header is line 1) and a reason; good rows
+//! are imported regardless.
+
+pub mod members;
+pub mod seats;
+
+use std::io::Read;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+pub use members::import_members;
+pub use seats::import_seats;
+
+/// The summary printed by `--json` and returned by the upload endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+pub struct ImportReport {
+    pub imported: u64,
+    pub updated: u64,
+    pub unchanged: u64,
+    pub rejected: Vec<Rejected>,
+    /// Rows that were imported but need an organiser's eye (e.g. a shared number).
+    pub warnings: Vec<Warning>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Rejected {
+    pub line: u64,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct Warning {
+    pub line: u64,
+    pub warning: String,
+}
+
+/// Problems with the file as a whole; nothing is imported when one of these occurs
+/// before the first batch.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the file is empty")]
+    Empty,
+    #[error("the header is missing required column(s): {0}")]
+    MissingColumns(String),
+    #[error("the header names column {0:?} twice")]
+    DuplicateColumn(String),
+    #[error("no seats are loaded yet: run `phonebank import seats` first")]
+    NoSeats,
+    #[error("could not read the file: {0}")]
+    Read(String),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Rows per transaction: large enough to amortise the commit, small enough that a
+/// batch of parsed rows is a few hundred kilobytes.
+pub const BATCH_SIZE: usize = 2_000;
+
+/// Column positions by header name (trimmed, case-insensitive, BOM stripped).
+pub(crate) struct Header {
+    pub names: Vec<String>,
+}
+
+impl Header {
+    pub(crate) fn read<R: Read>(reader: &mut csv::Reader<R>) -> Result<Self, ImportError> {
+        let record = reader
+            .byte_headers()
+            .map_err(|e| ImportError::Read(e.to_string()))?
+            .clone();
+        if record.is_empty() || record.iter().all(|f| f.is_empty()) {
+            return Err(ImportError::Empty);
+        }
+        let mut names = Vec::with_capacity(record.len());
+        for (i, field) in record.iter().enumerate() {
+            let mut name = String::from_utf8_lossy(field).into_owned();
+            if i == 0 {
+                name = name.trim_start_matches('\u{feff}').to_owned();
+            }
+            let name = name.trim().to_lowercase();
+            if !name.is_empty() && names.contains(&name) {
+                return Err(ImportError::DuplicateColumn(name));
+            }
+            names.push(name);
+        }
+        Ok(Self { names })
+    }
+
+    pub(crate) fn position(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n == name)
+    }
+
+    pub(crate) fn require(&self, required: &[&str]) -> Result<Vec<usize>, ImportError> {
+        let missing: Vec<&str> = required
+            .iter()
+            .copied()
+            .filter(|r| self.position(r).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(ImportError::MissingColumns(missing.join(", ")));
+        }
+        Ok(required.iter().filter_map(|r| self.position(r)).collect())
+    }
+}
+
+pub(crate) fn csv_reader<R: Read>(input: R) -> csv::Reader<R> {
+    csv::ReaderBuilder::new()
+        .flexible(true)
+        .has_headers(true)
+        .from_reader(input)
+}
+
+/// A field as trimmed UTF-8, or the reason it is not.
+pub(crate) fn field<'a>(record: &'a csv::ByteRecord, i: usize) -> Result<&'a str, String> {
+    let bytes = record.get(i).unwrap_or_default();
+    std::str::from_utf8(bytes)
+        .map(str::trim)
+        .map_err(|_| format!("column {} is not valid UTF-8 (save the file as UTF-8)", i + 1))
+}
+
+/// Reports read progress to a progress bar by counting bytes.
+pub struct Progress<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R> Progress<R> {
+    pub fn new(inner: R, bar: indicatif::ProgressBar) -> Self {
+        Self { inner, bar }
+    }
+}
+
+impl<R: Read> Read for Progress<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}

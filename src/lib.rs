@@ -1,0 +1,24 @@
+//! phonebank: a phone-banking server. Volunteers phone party members one at a time from
+//! a central queue, through a Twilio-style telephony API that keeps both sides' numbers
+//! private; organisers steer the effort to target seats over an HTTP API.
+//!
+//! # Layout
+//!
+//! * [`domain`]: the vocabulary, parsed at the edge: E.164 phone numbers, scripts and
+//!   their validation, dispositions, calling hours, retry policy, PINs and tokens.
+//! * [`store`]: persistence on SQLite (embedded default) or PostgreSQL, one `Store` over
+//!   a portable schema; SQL sits in the submodule of the thing it stores.
+//! * [`import`]: streaming CSV imports of seats and members with per-line rejections.
+//! * [`http`]: the axum application: the organiser API (`/api/v1`, OpenAPI generated
+//!   from the handlers), `/healthz`, `/readyz`, `/metrics`.
+//! * [`cli`]: the `phonebank` command line; `main.rs` only calls [`cli::run`].
+//! * [`config`]: settings from flags and environment variables.
+//!
+//! `docs/ARCHITECTURE.md` explains the choices.
+
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod http;
+pub mod import;
+pub mod store;

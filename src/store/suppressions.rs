@@ -1,0 +1,148 @@
+//! The suppression list: numbers that must never be called or texted, by anyone, for any
+//! campaign. Keyed by the normalised number; every change is audited.
+
+use serde::Serialize;
+use sqlx::Row;
+use utoipa::ToSchema;
+
+use super::{Result, Store};
+use crate::domain::{PhoneNumber, now_millis};
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Suppression {
+    #[schema(value_type = String)]
+    pub phone: PhoneNumber,
+    pub reason: String,
+    /// Where the opt-out came from: `sms`, `call`, `organiser`, `carrier`.
+    pub source: String,
+    /// Unix milliseconds, UTC.
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AuditEntry {
+    /// `add` or `remove`.
+    pub action: String,
+    pub source: String,
+    pub note: Option<String>,
+    pub actor: String,
+    pub created_at: i64,
+}
+
+impl Store {
+    /// Suppress a number. Idempotent: a number already suppressed keeps its first record
+    /// and the call returns `false`.
+    pub async fn suppress(
+        &self,
+        phone: &PhoneNumber,
+        reason: &str,
+        source: &str,
+        actor: &str,
+    ) -> Result<bool> {
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        let added = sqlx::query(
+            "insert into suppressions (phone, reason, source, created_at) values ($1, $2, $3, $4) \
+             on conflict (phone) do nothing",
+        )
+        .bind(phone.as_e164())
+        .bind(reason)
+        .bind(source)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if added {
+            audit(&mut tx, phone, "add", source, Some(reason), actor, now).await?;
+        }
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// Re-opt a number in. The audit record keeps who did it and why.
+    pub async fn unsuppress(
+        &self,
+        phone: &PhoneNumber,
+        source: &str,
+        note: &str,
+        actor: &str,
+    ) -> Result<bool> {
+        let now = now_millis();
+        let mut tx = self.begin_write().await?;
+        let removed = sqlx::query("delete from suppressions where phone = $1")
+            .bind(phone.as_e164())
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+            == 1;
+        if removed {
+            audit(&mut tx, phone, "remove", source, Some(note), actor, now).await?;
+        }
+        tx.commit().await?;
+        Ok(removed)
+    }
+
+    pub async fn suppression(&self, phone: &PhoneNumber) -> Result<Option<Suppression>> {
+        let row = sqlx::query(
+            "select reason, source, created_at from suppressions where phone = $1",
+        )
+        .bind(phone.as_e164())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| {
+            Ok(Suppression {
+                phone: phone.clone(),
+                reason: r.try_get("reason")?,
+                source: r.try_get("source")?,
+                created_at: r.try_get("created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    pub async fn suppression_audit(&self, phone: &PhoneNumber) -> Result<Vec<AuditEntry>> {
+        let rows = sqlx::query(
+            "select action, source, note, actor, created_at from suppression_audit \
+             where phone = $1 order by id",
+        )
+        .bind(phone.as_e164())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    action: r.try_get("action")?,
+                    source: r.try_get("source")?,
+                    note: r.try_get("note")?,
+                    actor: r.try_get("actor")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+}
+
+async fn audit(
+    tx: &mut super::Tx,
+    phone: &PhoneNumber,
+    action: &str,
+    source: &str,
+    note: Option<&str>,
+    actor: &str,
+    at: i64,
+) -> Result<()> {
+    sqlx::query(
+        "insert into suppression_audit (phone, action, source, note, actor, created_at) \
+         values ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(phone.as_e164())
+    .bind(action)
+    .bind(source)
+    .bind(note)
+    .bind(actor)
+    .bind(at)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
