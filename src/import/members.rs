@@ -74,7 +74,7 @@ fn parse<R: Read>(
     region: Region,
     tx: &mpsc::Sender<Batch>,
 ) -> Result<(), ImportError> {
-    let mut reader = csv_reader(input);
+    let (mut reader, lines) = csv_reader(input);
     let header = Header::read(&mut reader)?;
     let cols = header.require(&REQUIRED)?;
     let (id_col, name_col, phone_col, seat_col) = (cols[0], cols[1], cols[2], cols[3]);
@@ -97,7 +97,7 @@ fn parse<R: Read>(
             Err(e) => {
                 // A broken quote or similar: report the line and carry on where the
                 // reader can resynchronise.
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let line = lines.of(e.position());
                 batch.rejected.push(Rejected {
                     line,
                     reason: format!("unreadable CSV: {e}"),
@@ -108,7 +108,7 @@ fn parse<R: Read>(
                 continue;
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = lines.of(record.position());
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue; // blank line
         }

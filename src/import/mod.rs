@@ -109,19 +109,77 @@ impl Header {
     }
 }
 
-pub(crate) fn csv_reader<R: Read>(input: R) -> csv::Reader<R> {
-    csv::ReaderBuilder::new()
+/// A CSV reader over `input`, and the means to give its records true line numbers.
+pub(crate) fn csv_reader<R: Read>(input: R) -> (csv::Reader<LineCounter<R>>, Lines) {
+    let lines = Lines::default();
+    let counter = LineCounter {
+        inner: input,
+        offset: 0,
+        line: 1,
+        at_line_start: true,
+        starts: lines.clone(),
+    };
+    let reader = csv::ReaderBuilder::new()
         .flexible(true)
         .has_headers(true)
-        .from_reader(input)
+        .from_reader(counter);
+    (reader, lines)
 }
 
-/// A field as trimmed UTF-8, or the reason it is not.
-pub(crate) fn field<'a>(record: &'a csv::ByteRecord, i: usize) -> Result<&'a str, String> {
-    let bytes = record.get(i).unwrap_or_default();
-    std::str::from_utf8(bytes)
-        .map(str::trim)
-        .map_err(|_| format!("column {} is not valid UTF-8 (save the file as UTF-8)", i + 1))
+/// Line numbers as an editor shows them. The csv crate's own line count skips blank
+/// lines and miscounts CRLF endings, and its record offsets point at the terminator that
+/// ended the previous record. A report that names the wrong line is worse than none, so
+/// the reader below notes where each non-blank line starts; a record is on the first
+/// such line at or after its offset. Only line starts not yet passed are kept, so memory
+/// is bounded by the CSV reader's read-ahead.
+#[derive(Clone, Default)]
+pub(crate) struct Lines(std::rc::Rc<std::cell::RefCell<std::collections::VecDeque<(u64, u64)>>>);
+
+impl Lines {
+    /// The 1-based line of the first non-blank line starting at or after `offset`.
+    /// Offsets must not go backwards.
+    pub(crate) fn line_at(&self, offset: u64) -> u64 {
+        let mut starts = self.0.borrow_mut();
+        while starts.len() > 1 && starts.front().is_some_and(|&(at, _)| at < offset) {
+            starts.pop_front();
+        }
+        starts.front().map(|&(_, line)| line).unwrap_or(0)
+    }
+
+    pub(crate) fn of(&self, position: Option<&csv::Position>) -> u64 {
+        position.map(|p| self.line_at(p.byte())).unwrap_or(0)
+    }
+}
+
+pub(crate) struct LineCounter<R> {
+    inner: R,
+    offset: u64,
+    line: u64,
+    at_line_start: bool,
+    starts: Lines,
+}
+
+impl<R: Read> Read for LineCounter<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        let mut starts = self.starts.0.borrow_mut();
+        for (i, b) in buf[..n].iter().enumerate() {
+            match b {
+                b'\n' => {
+                    self.line += 1;
+                    self.at_line_start = true;
+                }
+                b'\r' => {}
+                _ if self.at_line_start => {
+                    starts.push_back((self.offset + i as u64, self.line));
+                    self.at_line_start = false;
+                }
+                _ => {}
+            }
+        }
+        self.offset += n as u64;
+        Ok(n)
+    }
 }
 
 /// Reports read progress to a progress bar by counting bytes.
@@ -142,4 +200,12 @@ impl<R: Read> Read for Progress<R> {
         self.bar.inc(n as u64);
         Ok(n)
     }
+}
+
+/// A field as trimmed UTF-8, or the reason it is not.
+pub(crate) fn field(record: &csv::ByteRecord, i: usize) -> Result<&str, String> {
+    let bytes = record.get(i).unwrap_or_default();
+    std::str::from_utf8(bytes)
+        .map(str::trim)
+        .map_err(|_| format!("column {} is not valid UTF-8 (save the file as UTF-8)", i + 1))
 }

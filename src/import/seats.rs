@@ -30,7 +30,7 @@ pub async fn import_seats<R: Read + Send + 'static>(
 }
 
 fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportError> {
-    let mut reader = csv_reader(input);
+    let (mut reader, lines) = csv_reader(input);
     let header = Header::read(&mut reader)?;
     header.require(&REQUIRED)?;
     let col = |name: &str| header.position(name);
@@ -43,12 +43,12 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
             Ok(false) => break,
             Ok(true) => {}
             Err(e) => {
-                let line = e.position().map(|p| p.line()).unwrap_or(0);
+                let line = lines.of(e.position());
                 rejected.push(Rejected { line, reason: format!("unreadable CSV: {e}") });
                 continue;
             }
         }
-        let line = record.position().map(|p| p.line()).unwrap_or(0);
+        let line = lines.of(record.position());
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
