@@ -48,7 +48,11 @@ pub struct ServeArgs {
     pub auth_token: Option<SecretString>,
 
     /// Provider REST base URL; point it at a compatible provider or a test double.
-    #[arg(long, env = "TWILIO_API_BASE", default_value = "https://api.twilio.com")]
+    #[arg(
+        long,
+        env = "TWILIO_API_BASE",
+        default_value = "https://api.twilio.com"
+    )]
     pub api_base: String,
 
     /// Largest accepted request body for JSON endpoints, in bytes.

@@ -41,10 +41,14 @@ pub enum ImportCommand {
 
 pub async fn run(store: &Store, cmd: ImportCommand, region: Region) -> anyhow::Result<ExitCode> {
     let (report, json) = match cmd {
-        ImportCommand::Seats { file: None, json } => {
-            (import_seats(store, std::io::Cursor::new(BUNDLED_SEATS.as_bytes())).await?, json)
-        }
-        ImportCommand::Seats { file: Some(path), json } => {
+        ImportCommand::Seats { file: None, json } => (
+            import_seats(store, std::io::Cursor::new(BUNDLED_SEATS.as_bytes())).await?,
+            json,
+        ),
+        ImportCommand::Seats {
+            file: Some(path),
+            json,
+        } => {
             let (reader, bar) = open(&path)?;
             let report = import_seats(store, reader).await?;
             bar.finish_and_clear();
@@ -58,7 +62,11 @@ pub async fn run(store: &Store, cmd: ImportCommand, region: Region) -> anyhow::R
         }
     };
     print(&report, json)?;
-    Ok(if report.rejected.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(SOME_REJECTED) })
+    Ok(if report.rejected.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(SOME_REJECTED)
+    })
 }
 
 /// The file behind a progress bar that draws only on a terminal.
@@ -74,7 +82,13 @@ fn open(path: &PathBuf) -> anyhow::Result<(impl Read + Send + 'static, ProgressB
     } else {
         ProgressBar::hidden()
     };
-    Ok((Progress::new(std::io::BufReader::with_capacity(1 << 16, file), bar.clone()), bar))
+    Ok((
+        Progress::new(
+            std::io::BufReader::with_capacity(1 << 16, file),
+            bar.clone(),
+        ),
+        bar,
+    ))
 }
 
 fn print(report: &ImportReport, json: bool) -> anyhow::Result<()> {

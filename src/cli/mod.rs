@@ -14,7 +14,11 @@ use crate::http::{self, AppState};
 use crate::store::{Store, redact_url};
 
 #[derive(Debug, Parser)]
-#[command(name = "phonebank", version, about = "Phone-banking server: volunteers call members one at a time, numbers masked")]
+#[command(
+    name = "phonebank",
+    version,
+    about = "Phone-banking server: volunteers call members one at a time, numbers masked"
+)]
 struct Cli {
     #[command(flatten)]
     db: DatabaseArgs,
@@ -38,13 +42,18 @@ enum Command {
     Token(token::TokenCommand),
     /// Print a campaign's per-seat progress.
     Report(report::ReportArgs),
+    /// Print the organiser API's OpenAPI document (the same as /api/v1/openapi.json).
+    Openapi,
 }
 
 /// Parse the command line, run the command, and turn the outcome into an exit status.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -69,24 +78,41 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             eprintln!("database is up to date ({:?})", store.backend());
             Ok(ExitCode::SUCCESS)
         }
-        Command::Import(cmd) => import::run(&Store::connect(url).await?, cmd, cli.phone.default_region).await,
+        Command::Import(cmd) => {
+            import::run(&Store::connect(url).await?, cmd, cli.phone.default_region).await
+        }
         Command::Token(cmd) => token::run(&Store::connect(url).await?, cmd).await,
         Command::Report(args) => report::run(&Store::connect(url).await?, args).await,
+        Command::Openapi => {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&http::openapi_document())?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 
 async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
-    let shown = url.map(redact_url).unwrap_or_else(|| format!("sqlite:{}", crate::store::DEFAULT_SQLITE_FILE));
+    let shown = url
+        .map(redact_url)
+        .unwrap_or_else(|| format!("sqlite:{}", crate::store::DEFAULT_SQLITE_FILE));
     let store = Store::connect(url).await?;
     tracing::info!(database = %shown, backend = ?store.backend(), "database ready");
     if store.count_seats().await? == 0 {
-        tracing::warn!("no seats loaded yet: run `phonebank import seats` to load the 650 UK seats");
+        tracing::warn!(
+            "no seats loaded yet: run `phonebank import seats` to load the 650 UK seats"
+        );
     }
     if store.list_tokens().await?.iter().all(|t| t.revoked) {
-        tracing::warn!("no API token yet: run `phonebank token create --name <you>` to reach /api/v1");
+        tracing::warn!(
+            "no API token yet: run `phonebank token create --name <you>` to reach /api/v1"
+        );
     }
     if settings.public_url.is_none() {
-        tracing::warn!("PHONEBANK_PUBLIC_URL is not set: provider webhooks cannot be verified until it is");
+        tracing::warn!(
+            "PHONEBANK_PUBLIC_URL is not set: provider webhooks cannot be verified until it is"
+        );
     }
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
@@ -100,8 +126,15 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
 /// Logs go to stderr (stdout is for `--json` output). `RUST_LOG` filters;
 /// `PHONEBANK_LOG_FORMAT=json` gives one JSON object per line for log shippers.
 fn init_tracing() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     let json = std::env::var("PHONEBANK_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
-    let _ = if json { builder.json().try_init() } else { builder.try_init() };
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
 }

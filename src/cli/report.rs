@@ -29,7 +29,17 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
         Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(std::io::stdout());
-            w.write_record(["code", "name", "target", "weight", "members", "opted_out", "attempts", "completed", "answers"])?;
+            w.write_record([
+                "code",
+                "name",
+                "target",
+                "weight",
+                "members",
+                "opted_out",
+                "attempts",
+                "completed",
+                "answers",
+            ])?;
             for s in report.seats.iter().chain(std::iter::once(&report.totals)) {
                 w.write_record([
                     s.code.clone(),
@@ -48,7 +58,14 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
         Format::Table => {
             println!(
                 "{:<10} {:<40} {:>6} {:>8} {:>9} {:>8} {:>9} {:>8}",
-                "code", "seat", "target", "members", "opted out", "attempts", "completed", "answers"
+                "code",
+                "seat",
+                "target",
+                "members",
+                "opted out",
+                "attempts",
+                "completed",
+                "answers"
             );
             for s in report.seats.iter().chain(std::iter::once(&report.totals)) {
                 println!(

@@ -33,7 +33,10 @@ pub async fn run(store: &Store, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             let token = ApiToken::generate();
             let id = store.create_token(name, &token).await?;
             if json {
-                println!("{}", serde_json::json!({"id": id, "name": name, "token": token.expose()}));
+                println!(
+                    "{}",
+                    serde_json::json!({"id": id, "name": name, "token": token.expose()})
+                );
             } else {
                 println!("{}", token.expose());
                 eprintln!("token {id} ({name}) created; it is shown only now");
@@ -46,12 +49,20 @@ pub async fn run(store: &Store, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             } else {
                 println!("{:>4}  {:<30} {:<8}", "id", "name", "state");
                 for t in tokens {
-                    println!("{:>4}  {:<30} {:<8}", t.id, t.name, if t.revoked { "revoked" } else { "active" });
+                    println!(
+                        "{:>4}  {:<30} {:<8}",
+                        t.id,
+                        t.name,
+                        if t.revoked { "revoked" } else { "active" }
+                    );
                 }
             }
         }
         TokenCommand::Revoke { id } => {
-            store.revoke_token(id).await.map_err(|e| anyhow::anyhow!("cannot revoke token {id}: {e}"))?;
+            store
+                .revoke_token(id)
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot revoke token {id}: {e}"))?;
             eprintln!("token {id} revoked");
         }
     }

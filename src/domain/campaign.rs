@@ -65,7 +65,9 @@ impl CampaignStatus {
 }
 
 /// How a call ended when it did not produce a survey, recorded alongside the answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Disposition {
     NoAnswer,
@@ -198,7 +200,13 @@ impl Default for CallingHours {
             end: Time::constant(18, 0, 0, 0),
         };
         let mut days = BTreeMap::new();
-        for d in [DayName::Mon, DayName::Tue, DayName::Wed, DayName::Thu, DayName::Fri] {
+        for d in [
+            DayName::Mon,
+            DayName::Tue,
+            DayName::Wed,
+            DayName::Thu,
+            DayName::Fri,
+        ] {
             days.insert(d, weekday);
         }
         days.insert(DayName::Sat, weekend);
@@ -299,7 +307,10 @@ impl Script {
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
         if self.questions.is_empty() {
-            errors.push(err("script.questions", "a script needs at least one question"));
+            errors.push(err(
+                "script.questions",
+                "a script needs at least one question",
+            ));
         }
         if self.questions.len() > 50 {
             errors.push(err("script.questions", "at most 50 questions"));
@@ -311,13 +322,22 @@ impl Script {
                 errors.push(err(format!("{at}.code"), "use 1-64 of a-z, 0-9 and _"));
             }
             if !codes.insert(q.code.as_str()) {
-                errors.push(err(format!("{at}.code"), format!("duplicate question code {:?}", q.code)));
+                errors.push(err(
+                    format!("{at}.code"),
+                    format!("duplicate question code {:?}", q.code),
+                ));
             }
             if q.text.trim().is_empty() || q.text.len() > 1000 {
-                errors.push(err(format!("{at}.text"), "question text must be 1-1000 characters"));
+                errors.push(err(
+                    format!("{at}.text"),
+                    "question text must be 1-1000 characters",
+                ));
             }
             if q.options.len() < 2 {
-                errors.push(err(format!("{at}.options"), "a question needs at least two options"));
+                errors.push(err(
+                    format!("{at}.options"),
+                    "a question needs at least two options",
+                ));
             }
             let mut digits = HashSet::new();
             let mut option_codes = HashSet::new();
@@ -331,13 +351,19 @@ impl Script {
                     ));
                 }
                 if !digits.insert(o.digit) {
-                    errors.push(err(format!("{at}.digit"), format!("digit {} is used twice", o.digit)));
+                    errors.push(err(
+                        format!("{at}.digit"),
+                        format!("digit {} is used twice", o.digit),
+                    ));
                 }
                 if !is_code(&o.code) {
                     errors.push(err(format!("{at}.code"), "use 1-64 of a-z, 0-9 and _"));
                 }
                 if !option_codes.insert(o.code.as_str()) {
-                    errors.push(err(format!("{at}.code"), format!("duplicate option code {:?}", o.code)));
+                    errors.push(err(
+                        format!("{at}.code"),
+                        format!("duplicate option code {:?}", o.code),
+                    ));
                 }
                 if o.label.trim().is_empty() || o.label.len() > 200 {
                     errors.push(err(format!("{at}.label"), "label must be 1-200 characters"));
@@ -347,8 +373,13 @@ impl Script {
                     let k = k.trim().to_lowercase();
                     if k.is_empty() || k.contains(char::is_whitespace) {
                         errors.push(err(&at, "a keyword is one word"));
-                    } else if OPT_OUT_WORDS.contains(&k.as_str()) || CONTROL_WORDS.contains(&k.as_str()) {
-                        errors.push(err(&at, format!("{k:?} is reserved for opt-out and control messages")));
+                    } else if OPT_OUT_WORDS.contains(&k.as_str())
+                        || CONTROL_WORDS.contains(&k.as_str())
+                    {
+                        errors.push(err(
+                            &at,
+                            format!("{k:?} is reserved for opt-out and control messages"),
+                        ));
                     } else if !keywords.insert(k.clone()) {
                         errors.push(err(&at, format!("keyword {k:?} is used by two options")));
                     }
@@ -379,7 +410,11 @@ impl Script {
                 }
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 
     pub fn question(&self, code: &str) -> Option<&Question> {
@@ -393,9 +428,23 @@ impl CallingHours {
             .days
             .iter()
             .filter(|(_, w)| w.start >= w.end)
-            .map(|(d, _)| err(format!("calling_hours.days.{}", serde_json::to_string(d).unwrap_or_default().trim_matches('"')), "start must be before end"))
+            .map(|(d, _)| {
+                err(
+                    format!(
+                        "calling_hours.days.{}",
+                        serde_json::to_string(d)
+                            .unwrap_or_default()
+                            .trim_matches('"')
+                    ),
+                    "start must be before end",
+                )
+            })
             .collect();
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -407,10 +456,17 @@ impl RetryPolicy {
         }
         for (d, r) in &self.rules {
             if r.gap_minutes > 60 * 24 * 60 {
-                errors.push(err(format!("retry_policy.rules.{}", d.as_str()), "gap is longer than 60 days"));
+                errors.push(err(
+                    format!("retry_policy.rules.{}", d.as_str()),
+                    "gap is longer than 60 days",
+                ));
             }
         }
-        if errors.is_empty() { Ok(()) } else { Err(errors) }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
     }
 }
 
@@ -448,9 +504,18 @@ mod tests {
         s.questions[0].options[1].sms_keywords.push("STOP".into());
         let errors = s.validate().unwrap_err();
         let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
-        assert!(fields.contains(&"script.questions[0].options[2].digit"), "{errors:?}");
-        assert!(fields.contains(&"script.questions[1].options[0].next"), "{errors:?}");
-        assert!(fields.contains(&"script.questions[0].options[1].sms_keywords[2]"), "{errors:?}");
+        assert!(
+            fields.contains(&"script.questions[0].options[2].digit"),
+            "{errors:?}"
+        );
+        assert!(
+            fields.contains(&"script.questions[1].options[0].next"),
+            "{errors:?}"
+        );
+        assert!(
+            fields.contains(&"script.questions[0].options[1].sms_keywords[2]"),
+            "{errors:?}"
+        );
     }
 
     #[test]

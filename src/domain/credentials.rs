@@ -1,7 +1,7 @@
 //! Secrets we hand out once and keep only as hashes: volunteer PINs and organiser API tokens.
 
-use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHasher, PasswordVerifier, phc::PasswordHash};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
@@ -36,7 +36,11 @@ impl Pin {
 
     pub fn verify(&self, stored_hash: &str) -> bool {
         PasswordHash::new(stored_hash)
-            .map(|h| Argon2::default().verify_password(self.0.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(self.0.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false)
     }
 }
@@ -93,7 +97,12 @@ mod tests {
         let hash = pin.hash();
         assert!(!hash.contains(pin.expose()));
         assert!(pin.verify(&hash));
-        let other = Pin::parse(if pin.expose() == "123456" { "654321" } else { "123456" }).unwrap();
+        let other = Pin::parse(if pin.expose() == "123456" {
+            "654321"
+        } else {
+            "123456"
+        })
+        .unwrap();
         assert!(!other.verify(&hash));
         assert!(!pin.verify("not a hash"));
     }

@@ -42,7 +42,9 @@ pub struct PhoneNumber(String);
 pub enum PhoneError {
     #[error("phone number is empty")]
     Empty,
-    #[error("phone number looks like spreadsheet scientific notation (e.g. 4.47701E+11); re-export the column as text")]
+    #[error(
+        "phone number looks like spreadsheet scientific notation (e.g. 4.47701E+11); re-export the column as text"
+    )]
     ScientificNotation,
     #[error("phone number contains letters or other characters that are not part of a number")]
     Junk,
@@ -152,7 +154,7 @@ fn clean(input: &str) -> Result<String, PhoneError> {
         }
     }
     let digits = out.trim_start_matches('+').len();
-    if digits < 7 || digits > 15 {
+    if !(7..=15).contains(&digits) {
         return Err(PhoneError::Length);
     }
     if let Some(rest) = out.strip_prefix("00") {
@@ -169,17 +171,16 @@ fn candidates(cleaned: &str, region: Region) -> Vec<String> {
         let code = phonenumber::metadata::DATABASE
             .by_id(region.as_ref())
             .map(|m| m.country_code().to_string());
-        if let Some(code) = code {
-            if cleaned.starts_with(&code) && !cleaned.starts_with('0') {
-                out.push(format!("+{cleaned}"));
-            }
+        if let Some(code) = code
+            && cleaned.starts_with(&code)
+            && !cleaned.starts_with('0')
+        {
+            out.push(format!("+{cleaned}"));
         }
     }
     // "+44 07700 900123" (the (+44) 07700 form after cleaning): drop the stray trunk 0.
-    if let Some(rest) = cleaned.strip_prefix("+44") {
-        if let Some(national) = rest.strip_prefix('0') {
-            out.push(format!("+44{national}"));
-        }
+    if let Some(national) = cleaned.strip_prefix("+440") {
+        out.push(format!("+44{national}"));
     }
     out
 }

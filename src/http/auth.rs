@@ -17,7 +17,10 @@ pub struct Organiser {
 impl FromRequestParts<AppState> for Organiser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let value = parts
             .headers
             .get(header::AUTHORIZATION)
@@ -27,7 +30,11 @@ impl FromRequestParts<AppState> for Organiser {
         if !scheme.eq_ignore_ascii_case("bearer") || !token.trim().starts_with(ApiToken::PREFIX) {
             return Err(ApiError::Unauthorized);
         }
-        match state.store.authenticate(&ApiToken::from_header(token.trim())).await? {
+        match state
+            .store
+            .authenticate(&ApiToken::from_header(token.trim()))
+            .await?
+        {
             Some(token_name) => Ok(Self { token_name }),
             None => {
                 tracing::info!("rejected an unknown or revoked API token");

@@ -118,9 +118,10 @@ impl IntoResponse for ApiError {
         };
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -141,7 +142,9 @@ fn conflict_message(code: &str) -> &'static str {
         "volunteer_phone_taken" => "another volunteer is registered on this number",
         "campaign_active" => "pause the campaign before changing its script",
         "campaign_finished" => "a finished campaign cannot be changed",
-        "campaign_has_attempts" => "calls have been made for this campaign; finish it instead of deleting it",
+        "campaign_has_attempts" => {
+            "calls have been made for this campaign; finish it instead of deleting it"
+        }
         "volunteer_has_calls" => "this volunteer has made calls; deactivate them instead",
         "status_transition" => "the campaign cannot move to that state from its current one",
         _ => "the request conflicts with the current state",

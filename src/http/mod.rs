@@ -173,6 +173,11 @@ async fn fallback() -> ApiError {
     ApiError::NotFound("route")
 }
 
+/// The OpenAPI document, as served at `/api/v1/openapi.json` (for `phonebank openapi`).
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    api::router(&Settings::default()).split_for_parts().1
+}
+
 /// Per-route timeout for ordinary requests; uploads are given longer in `api::router`.
 pub(crate) fn timeout(d: Duration) -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, d)

@@ -15,6 +15,10 @@ use crate::store::seats::SeatIndex;
 
 const REQUIRED: [&str; 4] = ["member_id", "name", "phone", "constituency"];
 
+/// Warnings are advisory, so the report keeps the first thousand and counts the rest
+/// (`shared_phone_rows`); rejections, which lose data, are always listed in full.
+const MAX_WARNINGS: usize = 1_000;
+
 struct Batch {
     records: Vec<MemberRecord>,
     lines: Vec<u64>,
@@ -42,6 +46,7 @@ pub async fn import_members<R: Read + Send + 'static>(
         report.updated += counts.updated;
         report.unchanged += counts.unchanged;
         report.rejected.extend(batch.rejected);
+        report.shared_phone_rows += shared.len() as u64;
         if !shared.is_empty() {
             let line_of: HashMap<&str, u64> = batch
                 .records
@@ -50,11 +55,14 @@ pub async fn import_members<R: Read + Send + 'static>(
                 .map(|(r, l)| (r.external_id.as_str(), *l))
                 .collect();
             for s in shared {
+                if report.warnings.len() >= MAX_WARNINGS {
+                    break;
+                }
                 report.warnings.push(Warning {
                     line: line_of.get(s.external_id.as_str()).copied().unwrap_or(0),
                     warning: format!(
-                        "phone number is shared with member(s) {}; the number is called at most once per campaign and SMS replies from it go to review",
-                        s.others.join(", ")
+                        "phone number is shared with {} other member(s); it is called at most once per campaign and SMS replies from it go to review",
+                        s.others
                     ),
                 });
             }
@@ -112,7 +120,16 @@ fn parse<R: Read>(
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue; // blank line
         }
-        match validate(&record, line, &header, (id_col, name_col, phone_col, seat_col), &extra, seats, region, &mut seen) {
+        match validate(
+            &record,
+            line,
+            &header,
+            (id_col, name_col, phone_col, seat_col),
+            &extra,
+            seats,
+            region,
+            &mut seen,
+        ) {
             Ok(m) => {
                 batch.records.push(m);
                 batch.lines.push(line);
@@ -175,9 +192,9 @@ fn validate(
     if constituency.is_empty() {
         return Err("constituency is empty".into());
     }
-    let seat_id = seats
-        .find(constituency)
-        .ok_or_else(|| format!("unknown constituency {constituency:?} (use the seat's code or exact name)"))?;
+    let seat_id = seats.find(constituency).ok_or_else(|| {
+        format!("unknown constituency {constituency:?} (use the seat's code or exact name)")
+    })?;
     let mut attributes = serde_json::Map::new();
     for (i, name) in extra {
         let value = field(record, *i)?;
@@ -187,7 +204,9 @@ fn validate(
     }
     // Checked last so that a bad row does not claim the id for a later good one.
     if let Some(first) = seen.get(external_id) {
-        return Err(format!("member_id {external_id:?} already appears on line {first}"));
+        return Err(format!(
+            "member_id {external_id:?} already appears on line {first}"
+        ));
     }
     seen.insert(external_id.into(), line);
     Ok(MemberRecord {

@@ -25,8 +25,11 @@ pub struct ImportReport {
     pub updated: u64,
     pub unchanged: u64,
     pub rejected: Vec<Rejected>,
-    /// Rows that were imported but need an organiser's eye (e.g. a shared number).
+    /// Rows that were imported but need an organiser's eye (e.g. a shared number);
+    /// at most the first 1,000.
     pub warnings: Vec<Warning>,
+    /// Imported rows whose number another member also has (all of them, not capped).
+    pub shared_phone_rows: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
@@ -205,7 +208,10 @@ impl<R: Read> Read for Progress<R> {
 /// A field as trimmed UTF-8, or the reason it is not.
 pub(crate) fn field(record: &csv::ByteRecord, i: usize) -> Result<&str, String> {
     let bytes = record.get(i).unwrap_or_default();
-    std::str::from_utf8(bytes)
-        .map(str::trim)
-        .map_err(|_| format!("column {} is not valid UTF-8 (save the file as UTF-8)", i + 1))
+    std::str::from_utf8(bytes).map(str::trim).map_err(|_| {
+        format!(
+            "column {} is not valid UTF-8 (save the file as UTF-8)",
+            i + 1
+        )
+    })
 }

@@ -26,6 +26,7 @@ pub async fn import_seats<R: Read + Send + 'static>(
         unchanged: counts.unchanged,
         rejected,
         warnings: Vec::new(),
+        shared_phone_rows: 0,
     })
 }
 
@@ -44,7 +45,10 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
             Ok(true) => {}
             Err(e) => {
                 let line = lines.of(e.position());
-                rejected.push(Rejected { line, reason: format!("unreadable CSV: {e}") });
+                rejected.push(Rejected {
+                    line,
+                    reason: format!("unreadable CSV: {e}"),
+                });
                 continue;
             }
         }
@@ -54,7 +58,11 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
         }
         let row = || -> Result<SeatRecord, String> {
             if record.len() != header.names.len() {
-                return Err(format!("expected {} columns, found {}", header.names.len(), record.len()));
+                return Err(format!(
+                    "expected {} columns, found {}",
+                    header.names.len(),
+                    record.len()
+                ));
             }
             let text = |name: &str| -> Result<Option<String>, String> {
                 match col(name) {
@@ -64,12 +72,18 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
             };
             let number = |name: &str| -> Result<Option<i64>, String> {
                 text(name)?
-                    .map(|s| s.replace(',', "").parse::<i64>().map_err(|_| format!("{name} is not a whole number: {s:?}")))
+                    .map(|s| {
+                        s.replace(',', "")
+                            .parse::<i64>()
+                            .map_err(|_| format!("{name} is not a whole number: {s:?}"))
+                    })
                     .transpose()
             };
             let code = text("code")?.ok_or("code is empty")?.to_ascii_uppercase();
             if !is_ons_code(&code) {
-                return Err(format!("code {code:?} is not an ONS constituency code (e.g. E14001234)"));
+                return Err(format!(
+                    "code {code:?} is not an ONS constituency code (e.g. E14001234)"
+                ));
             }
             let name = text("name")?.ok_or("name is empty")?;
             let nation = text("nation")?.ok_or("nation is empty")?;
@@ -94,7 +108,10 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
             Ok(seat) => {
                 let key = crate::store::seats::name_key(&seat.name);
                 if let Some(first) = first_line.get(&seat.code).or_else(|| first_line.get(&key)) {
-                    rejected.push(Rejected { line, reason: format!("seat {} already appears on line {first}", seat.code) });
+                    rejected.push(Rejected {
+                        line,
+                        reason: format!("seat {} already appears on line {first}", seat.code),
+                    });
                 } else {
                     first_line.insert(seat.code.clone(), line);
                     first_line.insert(key, line);
@@ -110,5 +127,7 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
 /// `E14001234`: a nation letter, two digits of entity type, six of serial.
 fn is_ons_code(code: &str) -> bool {
     let b = code.as_bytes();
-    b.len() == 9 && matches!(b[0], b'E' | b'W' | b'S' | b'N') && b[1..].iter().all(u8::is_ascii_digit)
+    b.len() == 9
+        && matches!(b[0], b'E' | b'W' | b'S' | b'N')
+        && b[1..].iter().all(u8::is_ascii_digit)
 }

@@ -52,7 +52,8 @@ fn campaign_from_row(r: &AnyRow) -> Result<Campaign> {
     })
 }
 
-const COLUMNS: &str = "id, name, caller_number, status, script, calling_hours, retry_policy, created_at, updated_at";
+const COLUMNS: &str =
+    "id, name, caller_number, status, script, calling_hours, retry_policy, created_at, updated_at";
 
 impl Store {
     pub async fn create_campaign(&self, spec: &CampaignSpec) -> Result<Campaign> {
@@ -158,10 +159,11 @@ impl Store {
     /// Delete a campaign nobody has been called for yet.
     pub async fn delete_campaign(&self, id: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let attempts: i64 = sqlx::query_scalar("select count(*) from contact_attempts where campaign_id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let attempts: i64 =
+            sqlx::query_scalar("select count(*) from contact_attempts where campaign_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
         if attempts > 0 {
             return Err(StoreError::Conflict("campaign_has_attempts"));
         }

@@ -44,7 +44,8 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedPhone {
     pub external_id: String,
-    pub others: Vec<String>,
+    /// How many other members hold the number.
+    pub others: u64,
 }
 
 impl Store {
@@ -188,8 +189,9 @@ impl Store {
     async fn member_from_row(&self, r: &AnyRow) -> Result<Member> {
         let phone_text: String = r.try_get("phone")?;
         let external_id: String = r.try_get("external_id")?;
-        let phone = PhoneNumber::from_e164(&phone_text)
-            .map_err(|e| anyhow::anyhow!("stored phone for member {external_id} is invalid: {e}"))?;
+        let phone = PhoneNumber::from_e164(&phone_text).map_err(|e| {
+            anyhow::anyhow!("stored phone for member {external_id} is invalid: {e}")
+        })?;
         let others: Vec<String> = sqlx::query_scalar(
             "select external_id from members where phone = $1 and external_id <> $2 order by external_id",
         )
@@ -221,38 +223,30 @@ const MEMBER_SELECT_BY_PHONE: &str = "select m.external_id, m.name, m.phone, m.a
      case when exists (select 1 from suppressions x where x.phone = m.phone) then 1 else 0 end as opted_out \
      from members m join seats s on s.id = m.seat_id where m.phone = $1 order by m.external_id";
 
-/// Members of `batch` whose number is also held by a different member.
-async fn shared_phones(
-    tx: &mut super::Tx,
-    batch: &[MemberRecord],
-) -> Result<Vec<SharedPhone>> {
+/// Members of `batch` whose number is also held by another member, with how many
+/// others. One grouped query, so a number shared by thousands costs one row, not
+/// thousands.
+async fn shared_phones(tx: &mut super::Tx, batch: &[MemberRecord]) -> Result<Vec<SharedPhone>> {
     let sql = format!(
-        "select phone, external_id from members where phone in ({}) order by external_id",
+        "select phone, count(*) as holders from members where phone in ({}) \
+         group by phone having count(*) > 1",
         placeholders(1, batch.len())
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for m in batch {
         q = q.bind(m.phone.as_e164());
     }
-    let mut by_phone: HashMap<String, Vec<String>> = HashMap::new();
+    let mut holders: HashMap<String, i64> = HashMap::new();
     for r in q.fetch_all(&mut **tx).await? {
-        by_phone
-            .entry(r.try_get("phone")?)
-            .or_default()
-            .push(r.try_get("external_id")?);
+        holders.insert(r.try_get("phone")?, r.try_get("holders")?);
     }
     Ok(batch
         .iter()
         .filter_map(|m| {
-            let holders = by_phone.get(m.phone.as_e164())?;
-            let others: Vec<String> = holders
-                .iter()
-                .filter(|id| **id != m.external_id)
-                .cloned()
-                .collect();
-            (!others.is_empty()).then(|| SharedPhone {
+            let n = holders.get(m.phone.as_e164())?;
+            Some(SharedPhone {
                 external_id: m.external_id.clone(),
-                others,
+                others: (n - 1) as u64,
             })
         })
         .collect())

@@ -99,7 +99,11 @@ impl Store {
         }
 
         let mut seats: Vec<SeatProgress> = seats.into_values().collect();
-        seats.sort_by(|a, b| b.is_target.cmp(&a.is_target).then_with(|| a.name.cmp(&b.name)));
+        seats.sort_by(|a, b| {
+            b.is_target
+                .cmp(&a.is_target)
+                .then_with(|| a.name.cmp(&b.name))
+        });
         let mut totals = SeatProgress {
             code: "ALL".into(),
             name: "All seats".into(),
@@ -112,7 +116,12 @@ impl Store {
             totals.completed += s.completed;
             for (q, opts) in &s.answers {
                 for (o, n) in opts {
-                    *totals.answers.entry(q.clone()).or_default().entry(o.clone()).or_default() += n;
+                    *totals
+                        .answers
+                        .entry(q.clone())
+                        .or_default()
+                        .entry(o.clone())
+                        .or_default() += n;
                 }
             }
         }

@@ -84,12 +84,11 @@ impl Store {
     }
 
     pub async fn suppression(&self, phone: &PhoneNumber) -> Result<Option<Suppression>> {
-        let row = sqlx::query(
-            "select reason, source, created_at from suppressions where phone = $1",
-        )
-        .bind(phone.as_e164())
-        .fetch_optional(&self.pool)
-        .await?;
+        let row =
+            sqlx::query("select reason, source, created_at from suppressions where phone = $1")
+                .bind(phone.as_e164())
+                .fetch_optional(&self.pool)
+                .await?;
         row.map(|r| {
             Ok(Suppression {
                 phone: phone.clone(),

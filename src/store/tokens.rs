@@ -30,10 +30,12 @@ impl Store {
 
     /// The token's name if it is known and not revoked.
     pub async fn authenticate(&self, token: &ApiToken) -> Result<Option<String>> {
-        let row = sqlx::query("select id, name from api_tokens where token_hash = $1 and revoked_at is null")
-            .bind(token.digest())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "select id, name from api_tokens where token_hash = $1 and revoked_at is null",
+        )
+        .bind(token.digest())
+        .fetch_optional(&self.pool)
+        .await?;
         let Some(row) = row else { return Ok(None) };
         let id: i64 = row.try_get("id")?;
         // Coarse last-used stamp (once a minute at most) so audits can spot idle tokens
@@ -49,9 +51,11 @@ impl Store {
     }
 
     pub async fn list_tokens(&self) -> Result<Vec<TokenInfo>> {
-        let rows = sqlx::query("select id, name, created_at, last_used_at, revoked_at from api_tokens order by id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(
+            "select id, name, created_at, last_used_at, revoked_at from api_tokens order by id",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 Ok(TokenInfo {
@@ -66,11 +70,13 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, id: i64) -> Result<()> {
-        let done = sqlx::query("update api_tokens set revoked_at = $2 where id = $1 and revoked_at is null")
-            .bind(id)
-            .bind(now_millis())
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "update api_tokens set revoked_at = $2 where id = $1 and revoked_at is null",
+        )
+        .bind(id)
+        .bind(now_millis())
+        .execute(&self.pool)
+        .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

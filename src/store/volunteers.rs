@@ -78,7 +78,10 @@ impl Store {
     }
 
     /// The volunteer registered on a number, with their PIN hash (for the dial-in check).
-    pub async fn volunteer_by_phone(&self, phone: &PhoneNumber) -> Result<Option<(Volunteer, String)>> {
+    pub async fn volunteer_by_phone(
+        &self,
+        phone: &PhoneNumber,
+    ) -> Result<Option<(Volunteer, String)>> {
         let sql = format!("select {COLUMNS}, pin_hash from volunteers where phone = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(phone.as_e164())
@@ -123,12 +126,13 @@ impl Store {
     }
 
     pub async fn set_volunteer_pin(&self, id: i64, pin_hash: &str) -> Result<()> {
-        let done = sqlx::query("update volunteers set pin_hash = $2, updated_at = $3 where id = $1")
-            .bind(id)
-            .bind(pin_hash)
-            .bind(now_millis())
-            .execute(&self.pool)
-            .await?;
+        let done =
+            sqlx::query("update volunteers set pin_hash = $2, updated_at = $3 where id = $1")
+                .bind(id)
+                .bind(pin_hash)
+                .bind(now_millis())
+                .execute(&self.pool)
+                .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -138,10 +142,11 @@ impl Store {
     /// Remove a volunteer who never made a call; one with history must be deactivated.
     pub async fn delete_volunteer(&self, id: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let calls: i64 = sqlx::query_scalar("select count(*) from contact_attempts where volunteer_id = $1")
-            .bind(id)
-            .fetch_one(&mut *tx)
-            .await?;
+        let calls: i64 =
+            sqlx::query_scalar("select count(*) from contact_attempts where volunteer_id = $1")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
         if calls > 0 {
             return Err(StoreError::Conflict("volunteer_has_calls"));
         }

@@ -44,14 +44,26 @@ impl CampaignInput {
         let mut errors: Vec<FieldError> = Vec::new();
         let name = self.name.trim().to_owned();
         if name.is_empty() || name.chars().count() > 200 {
-            errors.push(FieldError { field: "name".into(), message: "name must be 1-200 characters".into() });
+            errors.push(FieldError {
+                field: "name".into(),
+                message: "name must be 1-200 characters".into(),
+            });
         }
         let caller_number = PhoneNumber::parse(&self.caller_number, state.settings.default_region)
-            .map_err(|e| errors.push(FieldError { field: "caller_number".into(), message: e.to_string() }))
+            .map_err(|e| {
+                errors.push(FieldError {
+                    field: "caller_number".into(),
+                    message: e.to_string(),
+                })
+            })
             .ok();
         let calling_hours = self.calling_hours.unwrap_or_default();
         let retry_policy = self.retry_policy.unwrap_or_default();
-        for result in [self.script.validate(), calling_hours.validate(), retry_policy.validate()] {
+        for result in [
+            self.script.validate(),
+            calling_hours.validate(),
+            retry_policy.validate(),
+        ] {
             if let Err(mut e) = result {
                 errors.append(&mut e);
             }
@@ -78,14 +90,17 @@ fn not_found(e: StoreError) -> ApiError {
 
 /// All campaigns, oldest first.
 #[utoipa::path(get, path = "/campaigns", tag = "campaigns",
-    responses((status = 200, body = Vec<Campaign>), (status = 401, body = ErrorBody)))]
-async fn list_campaigns(_: Organiser, State(state): State<AppState>) -> ApiResult<AppJson<Vec<Campaign>>> {
+    responses((status = 200, description = "Success", body = Vec<Campaign>), (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody)))]
+async fn list_campaigns(
+    _: Organiser,
+    State(state): State<AppState>,
+) -> ApiResult<AppJson<Vec<Campaign>>> {
     Ok(AppJson(state.store.list_campaigns().await?))
 }
 
 /// Create a campaign in `draft`.
 #[utoipa::path(post, path = "/campaigns", tag = "campaigns", request_body = CampaignInput,
-    responses((status = 201, body = Campaign), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = Campaign), (status = 400, description = "Malformed request (bad JSON, path or file)", body = ErrorBody), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn create_campaign(
     _: Organiser,
     State(state): State<AppState>,
@@ -98,15 +113,24 @@ async fn create_campaign(
 }
 
 #[utoipa::path(get, path = "/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path)),
-    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody)))]
-async fn get_campaign(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<Campaign>> {
-    state.store.get_campaign(id).await.map(AppJson).map_err(not_found)
+    responses((status = 200, description = "Success", body = Campaign), (status = 404, description = "No such resource", body = ErrorBody)))]
+async fn get_campaign(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<Campaign>> {
+    state
+        .store
+        .get_campaign(id)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
 }
 
 /// Replace a campaign's definition. The script can change only while the campaign is
 /// draft or paused (409 `campaign_active` otherwise).
 #[utoipa::path(put, path = "/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path)), request_body = CampaignInput,
-    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Campaign), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn replace_campaign(
     _: Organiser,
     State(state): State<AppState>,
@@ -114,47 +138,86 @@ async fn replace_campaign(
     AppJson(input): AppJson<CampaignInput>,
 ) -> ApiResult<AppJson<Campaign>> {
     let spec = input.validate(&state)?;
-    state.store.update_campaign(id, &spec).await.map(AppJson).map_err(not_found)
+    state
+        .store
+        .update_campaign(id, &spec)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
 }
 
 /// Delete a campaign that has made no calls (409 `campaign_has_attempts` otherwise).
 #[utoipa::path(delete, path = "/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_campaign(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<StatusCode> {
+    responses((status = 204, description = "Done, no content"), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
+async fn delete_campaign(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<StatusCode> {
     state.store.delete_campaign(id).await.map_err(not_found)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn set_status(state: &AppState, organiser: &Organiser, id: i64, to: CampaignStatus) -> ApiResult<AppJson<Campaign>> {
-    let campaign = state.store.set_campaign_status(id, to).await.map_err(not_found)?;
+async fn set_status(
+    state: &AppState,
+    organiser: &Organiser,
+    id: i64,
+    to: CampaignStatus,
+) -> ApiResult<AppJson<Campaign>> {
+    let campaign = state
+        .store
+        .set_campaign_status(id, to)
+        .await
+        .map_err(not_found)?;
     tracing::info!(campaign_id = id, status = to.as_str(), actor = %organiser.token_name, "campaign status changed");
     Ok(AppJson(campaign))
 }
 
 /// Start (or resume) calling.
 #[utoipa::path(post, path = "/campaigns/{id}/start", tag = "campaigns", params(("id" = i64, Path)),
-    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn start_campaign(o: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<Campaign>> {
+    responses((status = 200, description = "Success", body = Campaign), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
+async fn start_campaign(
+    o: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<Campaign>> {
     set_status(&state, &o, id, CampaignStatus::Active).await
 }
 
 /// Pause: volunteers are told, nothing is dialled or sent.
 #[utoipa::path(post, path = "/campaigns/{id}/pause", tag = "campaigns", params(("id" = i64, Path)),
-    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn pause_campaign(o: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<Campaign>> {
+    responses((status = 200, description = "Success", body = Campaign), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
+async fn pause_campaign(
+    o: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<Campaign>> {
     set_status(&state, &o, id, CampaignStatus::Paused).await
 }
 
 /// Close the campaign for good.
 #[utoipa::path(post, path = "/campaigns/{id}/finish", tag = "campaigns", params(("id" = i64, Path)),
-    responses((status = 200, body = Campaign), (status = 404, body = ErrorBody)))]
-async fn finish_campaign(o: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<Campaign>> {
+    responses((status = 200, description = "Success", body = Campaign), (status = 404, description = "No such resource", body = ErrorBody)))]
+async fn finish_campaign(
+    o: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<Campaign>> {
     set_status(&state, &o, id, CampaignStatus::Finished).await
 }
 
 /// Per-seat progress: members, opt-outs, attempts, completions and answers by option.
 #[utoipa::path(get, path = "/campaigns/{id}/report", tag = "campaigns", params(("id" = i64, Path)),
-    responses((status = 200, body = CampaignReport), (status = 404, body = ErrorBody)))]
-async fn campaign_report(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<CampaignReport>> {
-    state.store.campaign_report(id).await.map(AppJson).map_err(not_found)
+    responses((status = 200, description = "Success", body = CampaignReport), (status = 404, description = "No such resource", body = ErrorBody)))]
+async fn campaign_report(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<CampaignReport>> {
+    state
+        .store
+        .campaign_report(id)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
 }

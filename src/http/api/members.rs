@@ -35,8 +35,8 @@ pub(super) fn upload_router(max_upload: usize) -> OpenApiRouter<AppState> {
 /// same file changes nothing.
 #[utoipa::path(post, path = "/members/import", tag = "members",
     request_body(content = String, content_type = "text/csv"),
-    responses((status = 200, body = ImportReport), (status = 400, body = ErrorBody),
-              (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = ImportReport), (status = 400, description = "Malformed request (bad JSON, path or file)", body = ErrorBody),
+              (status = 413, description = "Body larger than the limit", body = ErrorBody), (status = 415, description = "Wrong Content-Type", body = ErrorBody)))]
 async fn upload_members(
     organiser: Organiser,
     State(state): State<AppState>,
@@ -48,21 +48,29 @@ async fn upload_members(
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if !content_type.starts_with("text/csv") && !content_type.starts_with("application/csv") {
-        return Err(ApiError::UnsupportedMediaType("send the file as Content-Type: text/csv".into()));
+        return Err(ApiError::UnsupportedMediaType(
+            "send the file as Content-Type: text/csv".into(),
+        ));
     }
     let body = body.map_err(|e| {
         if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::PayloadTooLarge("the file is larger than the upload limit; use `phonebank import members`".into())
+            ApiError::PayloadTooLarge(
+                "the file is larger than the upload limit; use `phonebank import members`".into(),
+            )
         } else {
             ApiError::bad_request("bad_request", e.body_text())
         }
     })?;
-    let report = import_members(&state.store, std::io::Cursor::new(body), state.settings.default_region)
-        .await
-        .map_err(|e| match e {
-            ImportError::Store(e) => ApiError::from(e),
-            e => ApiError::bad_request("invalid_file", e.to_string()),
-        })?;
+    let report = import_members(
+        &state.store,
+        std::io::Cursor::new(body),
+        state.settings.default_region,
+    )
+    .await
+    .map_err(|e| match e {
+        ImportError::Store(e) => ApiError::from(e),
+        e => ApiError::bad_request("invalid_file", e.to_string()),
+    })?;
     tracing::info!(
         imported = report.imported, updated = report.updated, unchanged = report.unchanged,
         rejected = report.rejected.len(), actor = %organiser.token_name, "member import"
@@ -72,7 +80,7 @@ async fn upload_members(
 
 /// One member by their external member id.
 #[utoipa::path(get, path = "/members/{member_id}", tag = "members", params(("member_id" = String, Path)),
-    responses((status = 200, body = Member), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Member), (status = 404, description = "No such resource", body = ErrorBody)))]
 async fn get_member(
     _: Organiser,
     State(state): State<AppState>,
@@ -100,7 +108,7 @@ pub struct MemberLookup {
 
 /// Every member on a number (several when a household shares one).
 #[utoipa::path(post, path = "/members/lookup", tag = "members", request_body = PhoneQuery,
-    responses((status = 200, body = MemberLookup), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = MemberLookup), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn lookup_members(
     _: Organiser,
     State(state): State<AppState>,
@@ -113,5 +121,6 @@ async fn lookup_members(
 }
 
 pub(super) fn parse_phone(state: &AppState, input: &str) -> Result<PhoneNumber, ApiError> {
-    PhoneNumber::parse(input, state.settings.default_region).map_err(|e| ApiError::invalid("phone", e.to_string()))
+    PhoneNumber::parse(input, state.settings.default_region)
+        .map_err(|e| ApiError::invalid("phone", e.to_string()))
 }

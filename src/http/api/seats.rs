@@ -26,7 +26,7 @@ struct SeatFilter {
 
 /// List seats (alphabetical).
 #[utoipa::path(get, path = "/seats", tag = "seats", params(SeatFilter),
-    responses((status = 200, body = Vec<Seat>), (status = 401, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Vec<Seat>), (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody)))]
 async fn list_seats(
     _: Organiser,
     State(state): State<AppState>,
@@ -37,20 +37,25 @@ async fn list_seats(
 
 /// One seat by ONS code (e.g. `E14001234`).
 #[utoipa::path(get, path = "/seats/{code}", tag = "seats", params(("code" = String, Path)),
-    responses((status = 200, body = Seat), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Seat), (status = 404, description = "No such resource", body = ErrorBody)))]
 async fn get_seat(
     _: Organiser,
     State(state): State<AppState>,
     AppPath(code): AppPath<String>,
 ) -> ApiResult<AppJson<Seat>> {
-    state.store.get_seat(&code).await.map(AppJson).map_err(not_found)
+    state
+        .store
+        .get_seat(&code)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
 }
 
 /// Change a seat's targeting: target flag, weight, rate limit, burst, daily cap, zone.
 /// Takes effect at the next claim.
 #[utoipa::path(patch, path = "/seats/{code}", tag = "seats", params(("code" = String, Path)),
     request_body = SeatPatch,
-    responses((status = 200, body = Seat), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Seat), (status = 404, description = "No such resource", body = ErrorBody), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn update_seat(
     _: Organiser,
     State(state): State<AppState>,
@@ -71,18 +76,23 @@ async fn update_seat(
             });
         }
     }
-    if let Some(tz) = &patch.time_zone {
-        if jiff::tz::TimeZone::get(tz).is_err() {
-            errors.push(crate::domain::FieldError {
-                field: "time_zone".into(),
-                message: format!("unknown time zone {tz:?} (use an IANA name such as Europe/London)"),
-            });
-        }
+    if let Some(tz) = &patch.time_zone
+        && jiff::tz::TimeZone::get(tz).is_err()
+    {
+        errors.push(crate::domain::FieldError {
+            field: "time_zone".into(),
+            message: format!("unknown time zone {tz:?} (use an IANA name such as Europe/London)"),
+        });
     }
     if !errors.is_empty() {
         return Err(ApiError::Invalid(errors));
     }
-    state.store.update_seat(&code, &patch).await.map(AppJson).map_err(not_found)
+    state
+        .store
+        .update_seat(&code, &patch)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
 }
 
 fn not_found(e: crate::store::StoreError) -> ApiError {

@@ -47,7 +47,11 @@ pub struct SuppressionStatus {
     pub changed: bool,
 }
 
-async fn status(state: &AppState, phone: &crate::domain::PhoneNumber, changed: bool) -> ApiResult<AppJson<SuppressionStatus>> {
+async fn status(
+    state: &AppState,
+    phone: &crate::domain::PhoneNumber,
+    changed: bool,
+) -> ApiResult<AppJson<SuppressionStatus>> {
     let suppression = state.store.suppression(phone).await?;
     Ok(AppJson(SuppressionStatus {
         suppressed: suppression.is_some(),
@@ -59,7 +63,7 @@ async fn status(state: &AppState, phone: &crate::domain::PhoneNumber, changed: b
 
 /// Suppress a number across every campaign, now.
 #[utoipa::path(post, path = "/suppressions", tag = "suppressions", request_body = AddSuppression,
-    responses((status = 200, body = SuppressionStatus), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = SuppressionStatus), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn add_suppression(
     organiser: Organiser,
     State(state): State<AppState>,
@@ -68,16 +72,22 @@ async fn add_suppression(
     let phone = parse_phone(&state, &req.phone)?;
     let reason = req.reason.trim();
     if reason.is_empty() || reason.len() > 500 {
-        return Err(ApiError::invalid("reason", "give a reason of 1-500 characters"));
+        return Err(ApiError::invalid(
+            "reason",
+            "give a reason of 1-500 characters",
+        ));
     }
-    let changed = state.store.suppress(&phone, reason, "organiser", &organiser.token_name).await?;
+    let changed = state
+        .store
+        .suppress(&phone, reason, "organiser", &organiser.token_name)
+        .await?;
     tracing::info!(phone = %phone, changed, "suppression added by organiser");
     status(&state, &phone, changed).await
 }
 
 /// Is this number suppressed, and what is its history?
 #[utoipa::path(post, path = "/suppressions/lookup", tag = "suppressions", request_body = PhoneQuery,
-    responses((status = 200, body = SuppressionStatus), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = SuppressionStatus), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn lookup_suppression(
     _: Organiser,
     State(state): State<AppState>,
@@ -89,7 +99,7 @@ async fn lookup_suppression(
 
 /// Re-opt a number in (audited).
 #[utoipa::path(post, path = "/suppressions/remove", tag = "suppressions", request_body = RemoveSuppression,
-    responses((status = 200, body = SuppressionStatus), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = SuppressionStatus), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn remove_suppression(
     organiser: Organiser,
     State(state): State<AppState>,
@@ -98,9 +108,15 @@ async fn remove_suppression(
     let phone = parse_phone(&state, &req.phone)?;
     let note = req.note.trim();
     if note.is_empty() || note.len() > 500 {
-        return Err(ApiError::invalid("note", "say why the number may be contacted again (1-500 characters)"));
+        return Err(ApiError::invalid(
+            "note",
+            "say why the number may be contacted again (1-500 characters)",
+        ));
     }
-    let changed = state.store.unsuppress(&phone, "organiser", note, &organiser.token_name).await?;
+    let changed = state
+        .store
+        .unsuppress(&phone, "organiser", note, &organiser.token_name)
+        .await?;
     tracing::info!(phone = %phone, changed, "suppression removed by organiser");
     status(&state, &phone, changed).await
 }

@@ -76,14 +76,17 @@ async fn new_pin() -> ApiResult<(Pin, String)> {
 }
 
 #[utoipa::path(get, path = "/volunteers", tag = "volunteers",
-    responses((status = 200, body = Vec<Volunteer>), (status = 401, body = ErrorBody)))]
-async fn list_volunteers(_: Organiser, State(state): State<AppState>) -> ApiResult<AppJson<Vec<Volunteer>>> {
+    responses((status = 200, description = "Success", body = Vec<Volunteer>), (status = 401, description = "Missing, unknown or revoked token", body = ErrorBody)))]
+async fn list_volunteers(
+    _: Organiser,
+    State(state): State<AppState>,
+) -> ApiResult<AppJson<Vec<Volunteer>>> {
     Ok(AppJson(state.store.list_volunteers().await?))
 }
 
 /// Register a volunteer. The response carries their PIN, once.
 #[utoipa::path(post, path = "/volunteers", tag = "volunteers", request_body = NewVolunteer,
-    responses((status = 201, body = VolunteerWithPin), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 201, description = "Created", body = VolunteerWithPin), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn create_volunteer(
     _: Organiser,
     State(state): State<AppState>,
@@ -93,20 +96,38 @@ async fn create_volunteer(
     let phone = parse_phone(&state, &req.phone)?;
     let team = req.team.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let (pin, hash) = new_pin().await?;
-    let volunteer = state.store.create_volunteer(&name, &phone, team, &hash).await?;
+    let volunteer = state
+        .store
+        .create_volunteer(&name, &phone, team, &hash)
+        .await?;
     tracing::info!(volunteer_id = volunteer.id, "volunteer registered");
-    Ok((StatusCode::CREATED, AppJson(VolunteerWithPin { volunteer, pin: pin.expose().to_owned() })))
+    Ok((
+        StatusCode::CREATED,
+        AppJson(VolunteerWithPin {
+            volunteer,
+            pin: pin.expose().to_owned(),
+        }),
+    ))
 }
 
 #[utoipa::path(get, path = "/volunteers/{id}", tag = "volunteers", params(("id" = i64, Path)),
-    responses((status = 200, body = Volunteer), (status = 404, body = ErrorBody)))]
-async fn get_volunteer(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<Volunteer>> {
-    state.store.get_volunteer(id).await.map(AppJson).map_err(not_found)
+    responses((status = 200, description = "Success", body = Volunteer), (status = 404, description = "No such resource", body = ErrorBody)))]
+async fn get_volunteer(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<Volunteer>> {
+    state
+        .store
+        .get_volunteer(id)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
 }
 
 /// Change name, phone, team or active flag.
 #[utoipa::path(patch, path = "/volunteers/{id}", tag = "volunteers", params(("id" = i64, Path)), request_body = UpdateVolunteer,
-    responses((status = 200, body = Volunteer), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "Success", body = Volunteer), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
 async fn update_volunteer(
     _: Organiser,
     State(state): State<AppState>,
@@ -115,31 +136,55 @@ async fn update_volunteer(
 ) -> ApiResult<AppJson<Volunteer>> {
     let patch = VolunteerPatch {
         name: req.name.as_deref().map(check_name).transpose()?,
-        phone: req.phone.as_deref().map(|p| parse_phone(&state, p)).transpose()?,
+        phone: req
+            .phone
+            .as_deref()
+            .map(|p| parse_phone(&state, p))
+            .transpose()?,
         team: req.team.map(|t| {
             let t = t.trim().to_owned();
             (!t.is_empty()).then_some(t)
         }),
         active: req.active,
     };
-    state.store.update_volunteer(id, &patch).await.map(AppJson).map_err(not_found)
+    state
+        .store
+        .update_volunteer(id, &patch)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
 }
 
 /// Remove a volunteer who never made a call (409 `volunteer_has_calls` otherwise:
 /// deactivate them instead).
 #[utoipa::path(delete, path = "/volunteers/{id}", tag = "volunteers", params(("id" = i64, Path)),
-    responses((status = 204), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn delete_volunteer(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<StatusCode> {
+    responses((status = 204, description = "Done, no content"), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
+async fn delete_volunteer(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<StatusCode> {
     state.store.delete_volunteer(id).await.map_err(not_found)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 /// Issue a new PIN (the old one stops working). Returned once.
 #[utoipa::path(post, path = "/volunteers/{id}/pin", tag = "volunteers", params(("id" = i64, Path)),
-    responses((status = 200, body = VolunteerWithPin), (status = 404, body = ErrorBody)))]
-async fn reset_pin(_: Organiser, State(state): State<AppState>, AppPath(id): AppPath<i64>) -> ApiResult<AppJson<VolunteerWithPin>> {
+    responses((status = 200, description = "Success", body = VolunteerWithPin), (status = 404, description = "No such resource", body = ErrorBody)))]
+async fn reset_pin(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<VolunteerWithPin>> {
     let (pin, hash) = new_pin().await?;
-    state.store.set_volunteer_pin(id, &hash).await.map_err(not_found)?;
+    state
+        .store
+        .set_volunteer_pin(id, &hash)
+        .await
+        .map_err(not_found)?;
     let volunteer = state.store.get_volunteer(id).await.map_err(not_found)?;
-    Ok(AppJson(VolunteerWithPin { volunteer, pin: pin.expose().to_owned() }))
+    Ok(AppJson(VolunteerWithPin {
+        volunteer,
+        pin: pin.expose().to_owned(),
+    }))
 }

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Run the whole test suite on SQLite and PostgreSQL.
+#
+# PostgreSQL: uses TEST_POSTGRES_URL if set; otherwise the local server on
+# 127.0.0.1:5432 (user postgres, trust auth), started with pg_ctlcluster if it is down.
+# Every PostgreSQL test creates its own database named pbtest_<random>; they are
+# dropped before and after the run. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+# Fail rather than skip the PostgreSQL leg when it is not reachable.
+export PHONEBANK_REQUIRE_POSTGRES=1
+
+pg_up() { pg_isready -q -d "$TEST_POSTGRES_URL" 2>/dev/null; }
+if ! pg_up; then
+    if command -v pg_ctlcluster >/dev/null && [ -d /etc/postgresql ]; then
+        echo "starting PostgreSQL" >&2
+        pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || true
+        for _ in $(seq 1 30); do pg_up && break; sleep 1; done
+    fi
+fi
+pg_up || { echo "PostgreSQL is not reachable at $TEST_POSTGRES_URL" >&2; exit 1; }
+
+drop_test_databases() {
+    psql -X -q -d "$TEST_POSTGRES_URL" -Atc "select datname from pg_database where datname like 'pbtest\_%'" |
+        while read -r db; do psql -X -q -d "$TEST_POSTGRES_URL" -c "drop database if exists \"$db\" with (force)" >/dev/null; done
+}
+drop_test_databases
+trap drop_test_databases EXIT
+
+cargo test --locked "$@"

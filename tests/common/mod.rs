@@ -1,0 +1,101 @@
+//! Test support: a fresh database per test on each backend, and a macro that runs one
+//! test body against SQLite and PostgreSQL as two named tests (`..::sqlite`,
+//! `..::postgres`), so the output shows that both ran.
+//!
+//! PostgreSQL comes from `TEST_POSTGRES_URL` (a superuser URL such as
+//! `postgres://postgres@127.0.0.1/postgres`): each test creates its own database named
+//! `pbtest_<random>`. Without the variable the PostgreSQL tests say so and pass, unless
+//! `PHONEBANK_REQUIRE_POSTGRES=1` (set by `.ci/run`), in which case they fail: CI never
+//! skips them silently.
+
+#![allow(dead_code)]
+
+pub mod app;
+
+use phonebank::store::Store;
+
+pub async fn sqlite() -> Store {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.keep().join("test.db");
+    Store::connect(Some(&format!("sqlite:{}", path.display())))
+        .await
+        .expect("open SQLite")
+}
+
+pub async fn postgres() -> Option<Store> {
+    let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
+        if std::env::var("PHONEBANK_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
+            panic!("PHONEBANK_REQUIRE_POSTGRES=1 but TEST_POSTGRES_URL is not set");
+        }
+        eprintln!("TEST_POSTGRES_URL not set: PostgreSQL leg not run");
+        return None;
+    };
+    let name = format!("pbtest_{}", random_suffix());
+    let admin = Store::connect_without_migrating(Some(&admin_url))
+        .await
+        .expect("connect to TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(admin.pool())
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let url = match admin_url.rsplit_once('/') {
+        Some((base, _)) if base.contains("://") && base.matches('/').count() >= 2 => {
+            format!("{base}/{name}")
+        }
+        _ => format!("{admin_url}/{name}"),
+    };
+    Some(
+        Store::connect(Some(&url))
+            .await
+            .expect("open test database"),
+    )
+}
+
+fn random_suffix() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// `both_backends! { async fn name(store) { ... } }` becomes `name::sqlite` and
+/// `name::postgres`.
+#[macro_export]
+macro_rules! both_backends {
+    ($(async fn $name:ident($store:ident) $body:block)*) => {
+        $(
+            mod $name {
+                #[allow(unused_imports)]
+                use super::*;
+                async fn run($store: phonebank::store::Store) $body
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn sqlite() {
+                    run($crate::common::sqlite().await).await
+                }
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn postgres() {
+                    if let Some(store) = $crate::common::postgres().await {
+                        run(store).await
+                    }
+                }
+            }
+        )*
+    };
+}
+
+/// The shipped seat file.
+pub const SEATS_CSV: &str = include_str!("../../data/uk-constituencies-2024.csv");
+
+pub async fn load_seats(store: &Store) {
+    phonebank::import::import_seats(store, std::io::Cursor::new(SEATS_CSV.as_bytes()))
+        .await
+        .expect("seat import");
+}
+
+pub async fn import_members_str(store: &Store, csv: &str) -> phonebank::import::ImportReport {
+    phonebank::import::import_members(
+        store,
+        std::io::Cursor::new(csv.as_bytes().to_vec()),
+        phonenumber::country::Id::GB,
+    )
+    .await
+    .expect("member import")
+}
