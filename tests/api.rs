@@ -84,6 +84,14 @@ both_backends! {
         assert_eq!(app.get(&format!("/api/v1/campaigns/{id}")).await.status, StatusCode::NOT_FOUND);
     }
 
+    async fn the_documented_example_campaign_is_accepted(store) {
+        let app = TestApp::new(store).await;
+        let example: serde_json::Value = serde_json::from_str(include_str!("../docs/examples/campaign.json")).unwrap();
+        let r = app.json("POST", "/api/v1/campaigns", example).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        assert!(r.body["calling_hours"]["days"].get("sun").is_none());
+    }
+
     async fn seats_can_be_targeted_over_the_api(store) {
         load_seats(&store).await;
         let app = TestApp::new(store).await;
