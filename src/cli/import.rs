@@ -9,6 +9,7 @@ use anyhow::Context as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use phonenumber::country::Id as Region;
 
+use super::say;
 use crate::import::{ImportReport, Progress, import_members, import_seats};
 use crate::store::Store;
 
@@ -93,10 +94,10 @@ fn open(path: &PathBuf) -> anyhow::Result<(impl Read + Send + 'static, ProgressB
 
 fn print(report: &ImportReport, json: bool) -> anyhow::Result<()> {
     if json {
-        println!("{}", serde_json::to_string(report)?);
+        say!("{}", serde_json::to_string(report)?);
         return Ok(());
     }
-    println!(
+    say!(
         "imported {}, updated {}, unchanged {}, rejected {}",
         report.imported,
         report.updated,
@@ -104,10 +105,10 @@ fn print(report: &ImportReport, json: bool) -> anyhow::Result<()> {
         report.rejected.len()
     );
     for r in &report.rejected {
-        println!("  line {}: {}", r.line, r.reason);
+        say!("  line {}: {}", r.line, r.reason);
     }
     for w in &report.warnings {
-        println!("  line {} (imported): {}", w.line, w.warning);
+        say!("  line {} (imported): {}", w.line, w.warning);
     }
     Ok(())
 }

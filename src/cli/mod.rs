@@ -84,10 +84,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(cmd) => token::run(&Store::connect(url).await?, cmd).await,
         Command::Report(args) => report::run(&Store::connect(url).await?, args).await,
         Command::Openapi => {
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&http::openapi_document())?
-            );
+            out(serde_json::to_string_pretty(&http::openapi_document())?)?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -121,6 +118,24 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// `println!` that stops quietly when stdout is a closed pipe instead of panicking.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::out(format_args!($($arg)*))?
+    };
+}
+pub(crate) use say;
+
+/// Write a line to stdout. A reader that went away (`| head`) is not an error worth a
+/// panic: the output is simply no longer wanted.
+pub(crate) fn out(line: impl std::fmt::Display) -> std::io::Result<()> {
+    use std::io::Write as _;
+    match writeln!(std::io::stdout().lock(), "{line}") {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
 }
 
 /// Logs go to stderr (stdout is for `--json` output). `RUST_LOG` filters;

@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use super::say;
 use crate::store::Store;
 use crate::store::report::SeatProgress;
 
@@ -26,7 +27,7 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
         .await
         .map_err(|e| anyhow::anyhow!("campaign {}: {e}", args.campaign))?;
     match args.format {
-        Format::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        Format::Json => say!("{}", serde_json::to_string_pretty(&report)?),
         Format::Csv => {
             let mut w = csv::Writer::from_writer(std::io::stdout());
             w.write_record([
@@ -56,7 +57,7 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
             w.flush()?;
         }
         Format::Table => {
-            println!(
+            say!(
                 "{:<10} {:<40} {:>6} {:>8} {:>9} {:>8} {:>9} {:>8}",
                 "code",
                 "seat",
@@ -68,7 +69,7 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
                 "answers"
             );
             for s in report.seats.iter().chain(std::iter::once(&report.totals)) {
-                println!(
+                say!(
                     "{:<10} {:<40} {:>6} {:>8} {:>9} {:>8} {:>9} {:>8}",
                     s.code,
                     s.name.chars().take(40).collect::<String>(),

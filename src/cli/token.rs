@@ -2,6 +2,7 @@
 
 use std::process::ExitCode;
 
+use super::say;
 use crate::domain::ApiToken;
 use crate::store::Store;
 
@@ -33,23 +34,23 @@ pub async fn run(store: &Store, cmd: TokenCommand) -> anyhow::Result<ExitCode> {
             let token = ApiToken::generate();
             let id = store.create_token(name, &token).await?;
             if json {
-                println!(
+                say!(
                     "{}",
                     serde_json::json!({"id": id, "name": name, "token": token.expose()})
                 );
             } else {
-                println!("{}", token.expose());
+                say!("{}", token.expose());
                 eprintln!("token {id} ({name}) created; it is shown only now");
             }
         }
         TokenCommand::List { json } => {
             let tokens = store.list_tokens().await?;
             if json {
-                println!("{}", serde_json::to_string(&tokens)?);
+                say!("{}", serde_json::to_string(&tokens)?);
             } else {
-                println!("{:>4}  {:<30} {:<8}", "id", "name", "state");
+                say!("{:>4}  {:<30} {:<8}", "id", "name", "state");
                 for t in tokens {
-                    println!(
+                    say!(
                         "{:>4}  {:<30} {:<8}",
                         t.id,
                         t.name,

@@ -60,10 +60,7 @@ pub async fn import_members<R: Read + Send + 'static>(
                 }
                 report.warnings.push(Warning {
                     line: line_of.get(s.external_id.as_str()).copied().unwrap_or(0),
-                    warning: format!(
-                        "phone number is shared with {} other member(s); it is called at most once per campaign and SMS replies from it go to review",
-                        s.others
-                    ),
+                    warning: "phone number is shared with another member; it is called at most once per campaign and SMS replies from it go to review".into(),
                 });
             }
         }

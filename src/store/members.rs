@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
 use super::seats::UpsertCounts;
-use super::{Result, Store};
+use super::{Backend, Result, Store};
 use crate::domain::{PhoneNumber, now_millis};
 
 /// A validated row from a member file.
@@ -44,8 +44,6 @@ pub struct Member {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SharedPhone {
     pub external_id: String,
-    /// How many other members hold the number.
-    pub others: u64,
 }
 
 impl Store {
@@ -63,17 +61,22 @@ impl Store {
         let now = now_millis();
         let mut tx = self.begin_write().await?;
 
+        // Each batch travels as one JSON parameter: a statement with thousands of bound
+        // parameters costs SQLite quadratic time in name look-ups, and one fixed SQL
+        // text keeps a single prepared statement per query.
+        let ids = serde_json::to_string(&batch.iter().map(|m| &m.external_id).collect::<Vec<_>>())?;
         let existing = {
-            let sql = format!(
-                "select external_id, name, phone, seat_id, attributes from members \
-                 where external_id in ({})",
-                placeholders(1, batch.len())
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for m in batch {
-                q = q.bind(&m.external_id);
-            }
-            let rows = q.fetch_all(&mut *tx).await?;
+            let sql = match self.backend {
+                Backend::Sqlite => {
+                    "select external_id, name, phone, seat_id, attributes from members \
+                     where external_id in (select value from json_each($1))"
+                }
+                Backend::Postgres => {
+                    "select external_id, name, phone, seat_id, attributes from members \
+                     where external_id in (select json_array_elements_text($1::json))"
+                }
+            };
+            let rows = sqlx::query(sql).bind(&ids).fetch_all(&mut *tx).await?;
             let mut map = HashMap::with_capacity(rows.len());
             for r in rows {
                 let key: String = r.try_get("external_id")?;
@@ -118,43 +121,40 @@ impl Store {
             }
         }
 
-        // Multi-row inserts: one round trip per chunk instead of per row.
-        for chunk in inserts.chunks(500) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| {
-                    let b = i * 6;
-                    format!(
-                        "(${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                        b + 1,
-                        b + 2,
-                        b + 3,
-                        b + 4,
-                        b + 5,
-                        b + 6,
-                        b + 6
+        if !inserts.is_empty() {
+            let rows: Vec<(&str, &str, &str, i64, &str)> = inserts
+                .iter()
+                .map(|m| {
+                    (
+                        m.external_id.as_str(),
+                        m.name.as_str(),
+                        m.phone.as_e164(),
+                        m.seat_id,
+                        m.attributes.as_str(),
                     )
                 })
                 .collect();
-            let sql = format!(
-                "insert into members (external_id, name, phone, seat_id, attributes, created_at, updated_at) \
-                 values {}",
-                values.join(", ")
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for m in chunk {
-                q = q
-                    .bind(&m.external_id)
-                    .bind(&m.name)
-                    .bind(m.phone.as_e164())
-                    .bind(m.seat_id)
-                    .bind(&m.attributes)
-                    .bind(now);
-            }
-            q.execute(&mut *tx).await?;
-            counts.imported += chunk.len() as u64;
+            let sql = match self.backend {
+                Backend::Sqlite => {
+                    "insert into members (external_id, name, phone, seat_id, attributes, created_at, updated_at) \
+                     select value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4, $2, $2 \
+                     from json_each($1)"
+                }
+                Backend::Postgres => {
+                    "insert into members (external_id, name, phone, seat_id, attributes, created_at, updated_at) \
+                     select e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::bigint, e ->> 4, $2, $2 \
+                     from json_array_elements($1::json) as e"
+                }
+            };
+            sqlx::query(sql)
+                .bind(serde_json::to_string(&rows)?)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            counts.imported += rows.len() as u64;
         }
 
-        let shared = shared_phones(&mut tx, batch).await?;
+        let shared = shared_phones(&mut tx, self.backend, batch).await?;
         tx.commit().await?;
         Ok((counts, shared))
     }
@@ -223,39 +223,38 @@ const MEMBER_SELECT_BY_PHONE: &str = "select m.external_id, m.name, m.phone, m.a
      case when exists (select 1 from suppressions x where x.phone = m.phone) then 1 else 0 end as opted_out \
      from members m join seats s on s.id = m.seat_id where m.phone = $1 order by m.external_id";
 
-/// Members of `batch` whose number is also held by another member, with how many
-/// others. One grouped query, so a number shared by thousands costs one row, not
-/// thousands.
-async fn shared_phones(tx: &mut super::Tx, batch: &[MemberRecord]) -> Result<Vec<SharedPhone>> {
+/// Members of `batch` whose number is also held by another member. Each number is
+/// probed with `limit 2`, so a number shared by thousands still costs two index entries,
+/// and the whole check is one statement per batch.
+async fn shared_phones(
+    tx: &mut super::Tx,
+    backend: Backend,
+    batch: &[MemberRecord],
+) -> Result<Vec<SharedPhone>> {
+    let mut phones: Vec<&str> = batch.iter().map(|m| m.phone.as_e164()).collect();
+    phones.sort_unstable();
+    phones.dedup();
+    let numbers = match backend {
+        Backend::Sqlite => "select value from json_each($1)",
+        Backend::Postgres => "select json_array_elements_text($1::json)",
+    };
     let sql = format!(
-        "select phone, count(*) as holders from members where phone in ({}) \
-         group by phone having count(*) > 1",
-        placeholders(1, batch.len())
+        "with p(phone) as ({numbers}) \
+         select p.phone from p \
+         where (select count(*) from (select 1 from members m where m.phone = p.phone limit 2) t) > 1"
     );
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for m in batch {
-        q = q.bind(m.phone.as_e164());
-    }
-    let mut holders: HashMap<String, i64> = HashMap::new();
-    for r in q.fetch_all(&mut **tx).await? {
-        holders.insert(r.try_get("phone")?, r.try_get("holders")?);
-    }
+    let shared: std::collections::HashSet<String> =
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
+            .bind(serde_json::to_string(&phones)?)
+            .fetch_all(&mut **tx)
+            .await?
+            .into_iter()
+            .collect();
     Ok(batch
         .iter()
-        .filter_map(|m| {
-            let n = holders.get(m.phone.as_e164())?;
-            Some(SharedPhone {
-                external_id: m.external_id.clone(),
-                others: (n - 1) as u64,
-            })
+        .filter(|m| shared.contains(m.phone.as_e164()))
+        .map(|m| SharedPhone {
+            external_id: m.external_id.clone(),
         })
         .collect())
-}
-
-/// `$from, $from+1, ...` for `n` parameters.
-pub(crate) fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n)
-        .map(|i| format!("${i}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }
