@@ -71,9 +71,14 @@ impl Store {
                     "select external_id, name, phone, seat_id, attributes from members \
                      where external_id in (select value from json_each($1))"
                 }
+                // Lateral with `limit 1` (which stops the planner flattening it into a
+                // join): one index probe per id, whatever the planner believes about the
+                // table's size. Statistics lag far behind during a large import, and the
+                // plain `in (...)` form became a hash join over a full scan per batch.
                 Backend::Postgres => {
-                    "select external_id, name, phone, seat_id, attributes from members \
-                     where external_id in (select json_array_elements_text($1::json))"
+                    "select m.external_id, m.name, m.phone, m.seat_id, m.attributes \
+                     from json_array_elements_text($1::json) as k(id) \
+                     cross join lateral (select * from members where external_id = k.id limit 1) m"
                 }
             };
             let rows = sqlx::query(sql).bind(&ids).fetch_all(&mut *tx).await?;
@@ -143,7 +148,7 @@ impl Store {
                 Backend::Postgres => {
                     "insert into members (external_id, name, phone, seat_id, attributes, created_at, updated_at) \
                      select e ->> 0, e ->> 1, e ->> 2, (e ->> 3)::bigint, e ->> 4, $2, $2 \
-                     from json_array_elements($1::json) as e"
+                     from jsonb_array_elements($1::jsonb) as e"
                 }
             };
             sqlx::query(sql)
