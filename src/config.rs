@@ -83,10 +83,22 @@ pub struct Settings {
 }
 
 impl Settings {
+    /// The base URL the provider reaches us on; without configuration, the bind address.
+    pub fn public_base(&self) -> &str {
+        self.public_url
+            .as_deref()
+            .unwrap_or("http://127.0.0.1:8080")
+    }
+
     pub fn new(serve: &ServeArgs, phone: &PhoneArgs) -> Self {
         Self {
             default_region: phone.default_region,
-            public_url: serve.public_url.clone(),
+            public_url: Some(
+                serve
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", serve.bind)),
+            ),
             account_sid: serve.account_sid.clone(),
             auth_token: serve.auth_token.clone(),
             api_base: serve.api_base.clone(),

@@ -16,9 +16,11 @@
 //!
 //! `docs/ARCHITECTURE.md` explains the choices.
 
+pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod domain;
 pub mod http;
 pub mod import;
 pub mod store;
+pub mod telephony;

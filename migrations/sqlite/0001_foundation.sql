@@ -96,7 +96,6 @@ create table contact_attempts (
     -- leased -> dialling -> (answered) -> completed; or released / reconcile
     state         text    not null,
     disposition   text,
-    call_sid      text    unique,
     member_call_sid text  unique,
     lease_token   text,
     lease_expires_at bigint,

@@ -77,10 +77,12 @@ pub enum Disposition {
     CallBackLater,
     Refused,
     MovedOrDeceased,
+    /// The line failed or the volunteer hit a problem; the member is tried again.
+    TechnicalProblem,
 }
 
 impl Disposition {
-    pub const ALL: [Disposition; 7] = [
+    pub const ALL: [Disposition; 8] = [
         Self::NoAnswer,
         Self::Busy,
         Self::AnsweringMachine,
@@ -88,6 +90,7 @@ impl Disposition {
         Self::CallBackLater,
         Self::Refused,
         Self::MovedOrDeceased,
+        Self::TechnicalProblem,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -99,11 +102,26 @@ impl Disposition {
             Self::CallBackLater => "call_back_later",
             Self::Refused => "refused",
             Self::MovedOrDeceased => "moved_or_deceased",
+            Self::TechnicalProblem => "technical_problem",
         }
     }
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+
+    /// What the volunteer hears on the outcome menu.
+    pub fn spoken(self) -> &'static str {
+        match self {
+            Self::NoAnswer => "no answer",
+            Self::Busy => "busy",
+            Self::AnsweringMachine => "answering machine",
+            Self::WrongNumber => "wrong number",
+            Self::CallBackLater => "call back later",
+            Self::Refused => "refused to talk",
+            Self::MovedOrDeceased => "moved away or deceased",
+            Self::TechnicalProblem => "a technical problem",
+        }
     }
 }
 
@@ -224,6 +242,14 @@ impl CallingHours {
         let t = at.time();
         window.start <= t && t < window.end
     }
+
+    /// Is the instant inside the window in the IANA zone `zone`? The instant is
+    /// converted, so DST is the zone's business. An unknown zone is never inside.
+    pub fn allows_in(&self, at: jiff::Timestamp, zone: &str) -> bool {
+        jiff::tz::TimeZone::get(zone)
+            .map(|tz| self.allows(&at.to_zoned_datetime(tz)))
+            .unwrap_or(false)
+    }
 }
 
 /// How often, and how far apart, a member may be tried after each disposition.
@@ -261,6 +287,7 @@ impl Default for RetryPolicy {
             (WrongNumber, rule(0, 0)),
             (Refused, rule(0, 0)),
             (MovedOrDeceased, rule(0, 0)),
+            (TechnicalProblem, rule(3, 30)),
         ]);
         Self {
             max_attempts: 3,

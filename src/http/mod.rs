@@ -9,6 +9,7 @@ pub mod api;
 pub mod auth;
 pub mod error;
 mod ops;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::{Arc, OnceLock};
@@ -44,15 +45,39 @@ pub struct AppState {
     /// Renders `/metrics`. The recorder behind it is process-global (the `metrics`
     /// crate's design), so every app in one process shares it.
     pub metrics: PrometheusHandle,
+    /// "Now" for calling hours and retry gaps (manual in tests and the simulator).
+    pub clock: crate::domain::Clock,
+    /// The provider's REST API, when credentials are configured.
+    pub rest: Option<crate::telephony::RestClient>,
 }
 
 impl AppState {
     pub fn new(store: Store, settings: Settings) -> Self {
+        let rest = match (&settings.account_sid, &settings.auth_token) {
+            (Some(sid), Some(token)) => Some(crate::telephony::RestClient::new(
+                &settings.api_base,
+                sid,
+                token.clone(),
+            )),
+            _ => None,
+        };
         Self {
             store,
             settings: Arc::new(settings),
             metrics: metrics_handle(),
+            clock: crate::domain::Clock::System,
+            rest,
         }
+    }
+
+    pub fn with_clock(mut self, clock: crate::domain::Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn with_rest(mut self, rest: crate::telephony::RestClient) -> Self {
+        self.rest = Some(rest);
+        self
     }
 }
 
@@ -102,6 +127,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(ops::router())
         .merge(api_router)
+        .merge(webhooks::router(state.clone()))
         .fallback(fallback)
         .with_state(state)
         .layer(

@@ -7,10 +7,12 @@
 //! transaction modes) the code branches on [`Backend`] at that spot. See
 //! `docs/ARCHITECTURE.md` for why this beats two copies of every query.
 
+pub mod calls;
 pub mod campaigns;
 pub mod members;
 pub mod report;
 pub mod seats;
+pub mod sessions;
 pub mod suppressions;
 pub mod tokens;
 pub mod volunteers;

@@ -243,6 +243,7 @@ impl Store {
         let (rate_set, rate) = split(clear_zero(patch.rate_per_hour));
         let (burst_set, burst) = split(clear_zero(patch.burst));
         let (cap_set, cap) = split(clear_zero(patch.daily_cap));
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query(
             "update seats set \
                is_target = coalesce($2, is_target), \
@@ -265,11 +266,22 @@ impl Store {
         .bind(cap)
         .bind(&patch.time_zone)
         .bind(now_millis())
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
+        // Queued members of this seat follow the change at the next claim.
+        sqlx::query(
+            "update call_queue set \
+               priority = (select is_target from seats s where s.id = call_queue.seat_id), \
+               time_zone = (select time_zone from seats s where s.id = call_queue.seat_id) \
+             where seat_id = (select id from seats where code = $1)",
+        )
+        .bind(code.trim().to_ascii_uppercase())
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
         self.get_seat(code).await
     }
 

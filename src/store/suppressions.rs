@@ -39,23 +39,8 @@ impl Store {
         source: &str,
         actor: &str,
     ) -> Result<bool> {
-        let now = now_millis();
         let mut tx = self.begin_write().await?;
-        let added = sqlx::query(
-            "insert into suppressions (phone, reason, source, created_at) values ($1, $2, $3, $4) \
-             on conflict (phone) do nothing",
-        )
-        .bind(phone.as_e164())
-        .bind(reason)
-        .bind(source)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
-        if added {
-            audit(&mut tx, phone, "add", source, Some(reason), actor, now).await?;
-        }
+        let added = suppress_in(&mut tx, phone, reason, source, actor, now_millis()).await?;
         tx.commit().await?;
         Ok(added)
     }
@@ -78,6 +63,15 @@ impl Store {
             == 1;
         if removed {
             audit(&mut tx, phone, "remove", source, Some(note), actor, now).await?;
+            // Back into every campaign's queue it was taken out of.
+            sqlx::query(
+                "update call_queue set state = 'ready', updated_at = $2 \
+                 where phone = $1 and state = 'suppressed'",
+            )
+            .bind(phone.as_e164())
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(removed)
@@ -120,6 +114,43 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// Suppress inside the caller's transaction (an opt-out key on a call saves the outcome
+/// and the suppression together). Also takes the number out of every campaign's queue,
+/// so the claim never even considers it; the claim checks the table again regardless.
+pub(crate) async fn suppress_in(
+    tx: &mut super::Tx,
+    phone: &PhoneNumber,
+    reason: &str,
+    source: &str,
+    actor: &str,
+    now: i64,
+) -> Result<bool> {
+    let added = sqlx::query(
+        "insert into suppressions (phone, reason, source, created_at) values ($1, $2, $3, $4) \
+         on conflict (phone) do nothing",
+    )
+    .bind(phone.as_e164())
+    .bind(reason)
+    .bind(source)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if added {
+        audit(tx, phone, "add", source, Some(reason), actor, now).await?;
+    }
+    sqlx::query(
+        "update call_queue set state = 'suppressed', updated_at = $2 \
+         where phone = $1 and state = 'ready'",
+    )
+    .bind(phone.as_e164())
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(added)
 }
 
 async fn audit(

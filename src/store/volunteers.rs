@@ -91,6 +91,15 @@ impl Store {
             .transpose()
     }
 
+    /// The stored PIN hash, for checking a PIN keyed on a call.
+    pub async fn volunteer_pin_hash(&self, id: i64) -> Result<String> {
+        sqlx::query_scalar("select pin_hash from volunteers where id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
     pub async fn list_volunteers(&self) -> Result<Vec<Volunteer>> {
         let sql = format!("select {COLUMNS} from volunteers order by id");
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))

@@ -1,0 +1,835 @@
+//! The call queue and contact attempts: enqueueing a campaign's members, the claim, and
+//! every transition of an attempt until its outcome is saved.
+//!
+//! Guarantees live in the schema as much as in this code: one open attempt per member
+//! per campaign and one per volunteer (partial unique indexes on `contact_attempts`),
+//! never two live leases on one number (`call_queue_leased_phone_idx`). Every transition
+//! is fenced on the state it expects, so a duplicated or late webhook changes nothing.
+
+use jiff::Timestamp;
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Backend, Result, Store, StoreError, Tx};
+use crate::domain::{CallingHours, Disposition, PhoneNumber, RetryPolicy};
+
+/// Attempt states. Open ones hold the member (and the volunteer) until they end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptState {
+    /// Claimed; the volunteer has heard who is next but nothing is dialled yet.
+    Leased,
+    /// The member is being dialled or is on the line.
+    Dialling,
+    /// The member leg has ended; the volunteer is keying the outcome.
+    Answered,
+    /// The volunteer vanished while the member leg may still be live: waits for the
+    /// member leg's final status instead of going straight back to the queue.
+    Reconcile,
+    Completed,
+    /// Given back before anything was dialled.
+    Released,
+}
+
+impl AttemptState {
+    fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "leased" => Self::Leased,
+            "dialling" => Self::Dialling,
+            "answered" => Self::Answered,
+            "reconcile" => Self::Reconcile,
+            "completed" => Self::Completed,
+            "released" => Self::Released,
+            _ => return None,
+        })
+    }
+
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            Self::Leased | Self::Dialling | Self::Answered | Self::Reconcile
+        )
+    }
+}
+
+/// An attempt with what the volunteer loop needs to talk about it.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub id: i64,
+    pub campaign_id: i64,
+    pub member_id: i64,
+    pub volunteer_id: Option<i64>,
+    pub session_id: Option<i64>,
+    pub state: AttemptState,
+    pub disposition: Option<String>,
+    /// Answers keyed so far, in order: (question code, option code).
+    pub keyed: Vec<(String, String)>,
+    pub dial_status: Option<String>,
+    pub member_status: Option<String>,
+    pub dial_seconds: Option<i64>,
+    pub member_name: String,
+    pub seat_name: String,
+    /// The member's number: for `<Number>` only, never spoken.
+    pub phone: PhoneNumber,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClaimRequest<'a> {
+    pub campaign_id: i64,
+    pub volunteer_id: i64,
+    pub session_id: i64,
+    pub hours: &'a CallingHours,
+    pub now: Timestamp,
+    /// How long the lease lasts without activity before the sweeper may take it back.
+    pub lease_millis: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum ClaimOutcome {
+    /// A new lease, or the one this volunteer already held (a repeated "next").
+    Claimed(Attempt),
+    /// Nobody can be called now in any time zone the seats use.
+    OutsideHours,
+    /// The queue has nobody eligible right now.
+    Empty,
+}
+
+/// How an attempt ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Finish {
+    /// `None`: the member was reached and the survey ended.
+    pub disposition: Option<Disposition>,
+    /// The member asked never to be contacted again.
+    pub opt_out: bool,
+}
+
+const ATTEMPT_SELECT: &str = "select a.id, a.campaign_id, a.member_id, a.volunteer_id, \
+     a.session_id, a.state, a.disposition, a.keyed, a.dial_status, a.member_status, \
+     a.dial_seconds, m.name as member_name, m.phone, s.name as seat_name \
+     from contact_attempts a join members m on m.id = a.member_id \
+     join seats s on s.id = a.seat_id";
+
+fn attempt_from_row(r: &AnyRow) -> Result<Attempt> {
+    let state: String = r.try_get("state")?;
+    let keyed: String = r.try_get("keyed")?;
+    let phone: String = r.try_get("phone")?;
+    Ok(Attempt {
+        id: r.try_get("id")?,
+        campaign_id: r.try_get("campaign_id")?,
+        member_id: r.try_get("member_id")?,
+        volunteer_id: r.try_get("volunteer_id")?,
+        session_id: r.try_get("session_id")?,
+        state: AttemptState::parse(&state)
+            .ok_or_else(|| anyhow::anyhow!("unknown attempt state {state:?}"))?,
+        disposition: r.try_get("disposition")?,
+        keyed: serde_json::from_str(&keyed)?,
+        dial_status: r.try_get("dial_status")?,
+        member_status: r.try_get("member_status")?,
+        dial_seconds: r.try_get("dial_seconds")?,
+        member_name: r.try_get("member_name")?,
+        seat_name: r.try_get("seat_name")?,
+        phone: PhoneNumber::from_e164(&phone)
+            .map_err(|e| anyhow::anyhow!("stored member number is invalid: {e}"))?,
+    })
+}
+
+/// Final dial results of the member leg, from `DialCallStatus` or the leg's callbacks.
+fn status_rank(status: &str) -> u8 {
+    match status {
+        "queued" => 1,
+        "initiated" => 2,
+        "ringing" => 3,
+        "in-progress" | "answered" => 4,
+        // completed, busy, no-answer, failed, canceled and anything unknown are final
+        _ => 5,
+    }
+}
+
+pub fn is_final_status(status: &str) -> bool {
+    status_rank(status) == 5
+}
+
+impl Store {
+    /// Put every member not yet queued for this campaign into its queue. Suppressed
+    /// numbers go in as `suppressed`, so a later re-opt-in brings them back. Cheap to
+    /// repeat: members already queued are skipped by the unique key.
+    pub async fn enqueue_campaign(&self, campaign_id: i64, now: i64) -> Result<u64> {
+        let mut tx = self.begin_write().await?;
+        let added = sqlx::query(
+            "insert into call_queue (campaign_id, member_id, seat_id, phone, time_zone, \
+               priority, state, queued_at, updated_at) \
+             select $1, m.id, m.seat_id, m.phone, s.time_zone, s.is_target, \
+               case when exists (select 1 from suppressions x where x.phone = m.phone) \
+                    then 'suppressed' else 'ready' end, $2, $2 \
+             from members m join seats s on s.id = m.seat_id \
+             where not exists (select 1 from call_queue q \
+                               where q.campaign_id = $1 and q.member_id = m.id)",
+        )
+        .bind(campaign_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        tx.commit().await?;
+        Ok(added)
+    }
+
+    /// After a member import: queue the new members in every active campaign.
+    pub async fn enqueue_active_campaigns(&self, now: i64) -> Result<u64> {
+        let ids: Vec<i64> = sqlx::query_scalar("select id from campaigns where status = 'active'")
+            .fetch_all(&self.pool)
+            .await?;
+        let mut total = 0;
+        for id in ids {
+            total += self.enqueue_campaign(id, now).await?;
+        }
+        Ok(total)
+    }
+
+    pub async fn attempt(&self, id: i64) -> Result<Attempt> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{ATTEMPT_SELECT} where a.id = $1"
+        )))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        attempt_from_row(&row)
+    }
+
+    /// The attempt this volunteer holds open, if any.
+    pub async fn open_attempt_for_volunteer(&self, volunteer_id: i64) -> Result<Option<Attempt>> {
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "{ATTEMPT_SELECT} where a.volunteer_id = $1 \
+             and a.state in ('leased', 'dialling', 'answered')"
+        )))
+        .bind(volunteer_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(attempt_from_row).transpose()
+    }
+
+    /// The claim: lease the next eligible member of the campaign to this volunteer, in
+    /// one transaction. Idempotent per volunteer: while they hold an open attempt, that
+    /// attempt is returned and nothing new is leased.
+    pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimOutcome> {
+        // Which of the seats' time zones are inside calling hours right now (DST is the
+        // zone's business: the instant is converted, not the clock time shifted).
+        let zones: Vec<String> =
+            sqlx::query_scalar("select distinct time_zone from seats order by time_zone")
+                .fetch_all(&self.pool)
+                .await?;
+        let allowed: Vec<&String> = zones
+            .iter()
+            .filter(|z| req.hours.allows_in(req.now, z))
+            .collect();
+        let now = req.now.as_millisecond();
+        // A lost race (the same volunteer twice, or two leases on one shared number on
+        // PostgreSQL) is a unique violation: roll back and look again.
+        for _ in 0..5 {
+            if let Some(open) = self.open_attempt_for_volunteer(req.volunteer_id).await? {
+                return Ok(ClaimOutcome::Claimed(open));
+            }
+            if allowed.is_empty() {
+                return Ok(ClaimOutcome::OutsideHours);
+            }
+            match self.try_claim(req, &allowed, now).await {
+                Ok(Some(id)) => return Ok(ClaimOutcome::Claimed(self.attempt(id).await?)),
+                Ok(None) => return Ok(ClaimOutcome::Empty),
+                Err(ClaimRace::Race) => continue,
+                Err(ClaimRace::Failed(e)) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict("claim_contention"))
+    }
+
+    async fn try_claim(
+        &self,
+        req: &ClaimRequest<'_>,
+        zones: &[&String],
+        now: i64,
+    ) -> std::result::Result<Option<i64>, ClaimRace> {
+        let zones = serde_json::to_string(zones).map_err(|e| ClaimRace::Failed(e.into()))?;
+        let mut tx = self.begin_write().await.map_err(ClaimRace::from)?;
+        let sql = match self.backend {
+            // SKIP LOCKED: concurrent claims walk past each other's rows instead of
+            // queueing behind them.
+            Backend::Postgres => {
+                "with next as ( \
+                   select q.id from call_queue q \
+                   where q.campaign_id = $1 and q.state = 'ready' and q.not_before <= $2 \
+                     and q.time_zone in (select json_array_elements_text($3::json)) \
+                     and not exists (select 1 from suppressions s where s.phone = q.phone) \
+                     and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
+                                     and o.phone = q.phone and o.state = 'leased') \
+                   order by q.priority desc, q.not_before, q.id \
+                   limit 1 for update skip locked) \
+                 update call_queue q set state = 'leased', attempts = q.attempts + 1, updated_at = $2 \
+                 from next where q.id = next.id \
+                 returning q.id, q.member_id, q.seat_id"
+            }
+            // One statement under BEGIN IMMEDIATE: the single writer is the lock.
+            Backend::Sqlite => {
+                "update call_queue set state = 'leased', attempts = attempts + 1, updated_at = $2 \
+                 where id = (select q.id from call_queue q \
+                   where q.campaign_id = $1 and q.state = 'ready' and q.not_before <= $2 \
+                     and q.time_zone in (select value from json_each($3)) \
+                     and not exists (select 1 from suppressions s where s.phone = q.phone) \
+                     and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
+                                     and o.phone = q.phone and o.state = 'leased') \
+                   order by q.priority desc, q.not_before, q.id limit 1) \
+                 returning id, member_id, seat_id"
+            }
+        };
+        let row = sqlx::query(sql)
+            .bind(req.campaign_id)
+            .bind(now)
+            .bind(zones)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(ClaimRace::from)?;
+        let Some(row) = row else {
+            tx.commit().await.map_err(ClaimRace::from)?;
+            return Ok(None);
+        };
+        let queue_id: i64 = row.try_get("id").map_err(ClaimRace::from)?;
+        let member_id: i64 = row.try_get("member_id").map_err(ClaimRace::from)?;
+        let seat_id: i64 = row.try_get("seat_id").map_err(ClaimRace::from)?;
+        let id: i64 = sqlx::query_scalar(
+            "insert into contact_attempts (campaign_id, member_id, volunteer_id, seat_id, \
+               state, lease_token, lease_expires_at, created_at, session_id, queue_id) \
+             values ($1, $2, $3, $4, 'leased', $5, $6, $7, $8, $9) returning id",
+        )
+        .bind(req.campaign_id)
+        .bind(member_id)
+        .bind(req.volunteer_id)
+        .bind(seat_id)
+        .bind(format!("{:032x}", rand::random::<u128>()))
+        .bind(now + req.lease_millis)
+        .bind(now)
+        .bind(req.session_id)
+        .bind(queue_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(ClaimRace::from)?;
+        tx.commit().await.map_err(ClaimRace::from)?;
+        Ok(Some(id))
+    }
+
+    /// The volunteer pressed the key to dial. Fenced on `leased`: a repeated request
+    /// never dials twice. The opt-out list and calling hours are checked again here,
+    /// because either may have changed since the claim.
+    pub async fn start_dial(
+        &self,
+        attempt_id: i64,
+        hours: &CallingHours,
+        now: Timestamp,
+        lease_millis: i64,
+    ) -> Result<DialDecision> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "select a.state, m.phone, s.time_zone from contact_attempts a \
+             join members m on m.id = a.member_id join seats s on s.id = a.seat_id \
+             where a.id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let state: String = row.try_get("state")?;
+        if state != "leased" {
+            return Ok(DialDecision::AlreadyStarted);
+        }
+        let phone: String = row.try_get("phone")?;
+        let zone: String = row.try_get("time_zone")?;
+        let suppressed: i64 =
+            sqlx::query_scalar("select count(*) from suppressions where phone = $1")
+                .bind(&phone)
+                .fetch_one(&mut *tx)
+                .await?;
+        let in_hours = hours.allows_in(now, &zone);
+        if suppressed > 0 || !in_hours {
+            release_in(&mut tx, attempt_id, now.as_millisecond()).await?;
+            if suppressed > 0 {
+                sqlx::query(
+                    "update call_queue set state = 'suppressed' \
+                     where id = (select queue_id from contact_attempts where id = $1)",
+                )
+                .bind(attempt_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            return Ok(if suppressed > 0 {
+                DialDecision::OptedOut
+            } else {
+                DialDecision::OutsideHours
+            });
+        }
+        sqlx::query(
+            "update contact_attempts set state = 'dialling', lease_expires_at = $2 \
+             where id = $1 and state = 'leased'",
+        )
+        .bind(attempt_id)
+        .bind(now.as_millisecond() + lease_millis)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(DialDecision::Dial)
+    }
+
+    /// The `<Dial action>` arrived: the member leg is over. Moves `dialling` to
+    /// `answered` (the volunteer now keys the outcome). Returns false for a duplicate.
+    pub async fn record_dial_result(
+        &self,
+        attempt_id: i64,
+        dial_status: &str,
+        dial_call_sid: Option<&str>,
+        seconds: Option<i64>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "update contact_attempts set state = 'answered', dial_status = $2, \
+               member_call_sid = coalesce(member_call_sid, $3), dial_seconds = $4 \
+             where id = $1 and state = 'dialling'",
+        )
+        .bind(attempt_id)
+        .bind(dial_status)
+        .bind(dial_call_sid)
+        .bind(seconds)
+        .execute(&self.pool)
+        .await;
+        match done {
+            Ok(d) => Ok(d.rows_affected() == 1),
+            // Another attempt already claims that child CallSid: a forged or confused
+            // request. Record the status without it.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(sqlx::query(
+                "update contact_attempts set state = 'answered', dial_status = $2, \
+                       dial_seconds = $3 where id = $1 and state = 'dialling'",
+            )
+            .bind(attempt_id)
+            .bind(dial_status)
+            .bind(seconds)
+            .execute(&self.pool)
+            .await?
+            .rows_affected()
+                == 1),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A status callback for the member leg. Deduplicated by (CallSid, status,
+    /// sequence); a final status never regresses to an earlier one. Returns whether it
+    /// changed anything.
+    pub async fn record_member_status(
+        &self,
+        attempt_id: i64,
+        call_sid: &str,
+        status: &str,
+        sequence: Option<i64>,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let key = format!("member:{call_sid}:{status}:{}", sequence.unwrap_or(-1));
+        if !first_time(&mut tx, &key, now).await? {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let current: Option<Option<String>> =
+            sqlx::query_scalar("select member_status from contact_attempts where id = $1")
+                .bind(attempt_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            tx.commit().await?;
+            return Ok(false);
+        };
+        let advances = current
+            .as_deref()
+            .is_none_or(|c| status_rank(status) > status_rank(c));
+        if advances {
+            sqlx::query(
+                "update contact_attempts set member_status = $2, member_seq = $3, \
+                   member_call_sid = coalesce(member_call_sid, $4) where id = $1",
+            )
+            .bind(attempt_id)
+            .bind(status)
+            .bind(sequence)
+            .bind(call_sid)
+            .execute(&mut *tx)
+            .await
+            .or_else(|e| match &e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => Ok(Default::default()),
+                _ => Err(e),
+            })?;
+        }
+        tx.commit().await?;
+        Ok(advances)
+    }
+
+    /// Replace the keyed answers, fenced on how many there were: a duplicated keypad
+    /// webhook (same count) cannot apply twice. Returns false if the fence failed.
+    pub async fn set_keyed(
+        &self,
+        attempt_id: i64,
+        expected: &[(String, String)],
+        keyed: &[(String, String)],
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "update contact_attempts set keyed = $3 \
+             where id = $1 and keyed = $2 and state = 'answered'",
+        )
+        .bind(attempt_id)
+        .bind(serde_json::to_string(expected)?)
+        .bind(serde_json::to_string(keyed)?)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// End an attempt: store the keyed answers (once, by attempt and question), set
+    /// the disposition, and put the member back in the queue or take them out of it by
+    /// the retry policy. An opt-out suppresses the number everywhere in the same
+    /// transaction. Returns false if the attempt had already ended.
+    pub async fn finish_attempt(
+        &self,
+        attempt_id: i64,
+        finish: Finish,
+        policy: &RetryPolicy,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let applied = finish_in(&mut tx, attempt_id, finish, policy, now).await?;
+        tx.commit().await?;
+        Ok(applied)
+    }
+
+    /// Give a lease back before anything was dialled (the volunteer ended the session
+    /// or hung up). The member keeps their place; the attempt does not count.
+    pub async fn release_attempt(&self, attempt_id: i64, now: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let released = release_in(&mut tx, attempt_id, now).await?;
+        tx.commit().await?;
+        Ok(released)
+    }
+
+    /// The volunteer's call ended. Whatever they held is settled: an undialled lease is
+    /// released; keyed answers are saved; an attempt whose member leg may still be live
+    /// waits in `reconcile` for the leg's final status.
+    pub async fn settle_volunteer_hangup(
+        &self,
+        session_id: i64,
+        policy_of: impl Fn(i64) -> Option<RetryPolicy>,
+        now: i64,
+    ) -> Result<()> {
+        let open: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+            "select id, campaign_id, state, keyed, member_status from contact_attempts \
+             where session_id = $1 and state in ('leased', 'dialling', 'answered')",
+        )
+        .bind(session_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, campaign_id, state, keyed, member_status) in open {
+            let policy = policy_of(campaign_id).unwrap_or_default();
+            match state.as_str() {
+                "leased" => {
+                    self.release_attempt(id, now).await?;
+                }
+                "dialling" if member_status.as_deref().is_none_or(|s| !is_final_status(s)) => {
+                    sqlx::query(
+                        "update contact_attempts set state = 'reconcile' \
+                         where id = $1 and state = 'dialling'",
+                    )
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                }
+                _ => {
+                    // Member leg over. Answers keyed so far are kept; with none, try
+                    // again later as if they had asked for a call back.
+                    let finish = Finish {
+                        disposition: if keyed == "[]" {
+                            Some(
+                                dial_disposition(member_status.as_deref())
+                                    .unwrap_or(Disposition::CallBackLater),
+                            )
+                        } else {
+                            None
+                        },
+                        opt_out: false,
+                    };
+                    self.finish_attempt(id, finish, &policy, now).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Housekeeping, run periodically by every instance (safe concurrently):
+    /// leases idle past their expiry are released; `reconcile` attempts are finished once
+    /// the member leg's final status is known, or after an hour without one. A member
+    /// who may have picked up to silence is not rung again for 72 hours.
+    pub async fn sweep_attempts(
+        &self,
+        policy_of: impl Fn(i64) -> Option<RetryPolicy>,
+        now: i64,
+    ) -> Result<u64> {
+        let mut settled = 0;
+        let expired: Vec<i64> = sqlx::query_scalar(
+            "select id from contact_attempts where state = 'leased' and lease_expires_at < $1",
+        )
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        for id in expired {
+            settled += u64::from(self.release_attempt(id, now).await?);
+        }
+        // A dialling attempt whose lease ran out lost its volunteer without telling us.
+        sqlx::query(
+            "update contact_attempts set state = 'reconcile' \
+             where state in ('dialling', 'answered') and lease_expires_at < $1",
+        )
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        let reconcile: Vec<(i64, i64, Option<String>, i64, String)> = sqlx::query_as(
+            "select id, campaign_id, member_status, coalesce(lease_expires_at, 0), keyed \
+             from contact_attempts where state = 'reconcile'",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        for (id, campaign_id, member_status, expires, keyed) in reconcile {
+            let policy = policy_of(campaign_id).unwrap_or_default();
+            let final_status = member_status.as_deref().filter(|s| is_final_status(s));
+            let stale = expires + 3_600_000 < now;
+            if final_status.is_none() && !stale {
+                continue;
+            }
+            let mut tx = self.begin_write().await?;
+            let disposition = if keyed != "[]" {
+                None
+            } else {
+                Some(dial_disposition(final_status).unwrap_or(Disposition::CallBackLater))
+            };
+            let applied = finish_in(
+                &mut tx,
+                id,
+                Finish {
+                    disposition,
+                    opt_out: false,
+                },
+                &policy,
+                now,
+            )
+            .await?;
+            // Connected (or unknown) with nobody keying: possibly an abandoned call.
+            if applied && disposition == Some(Disposition::CallBackLater) {
+                sqlx::query(
+                    "update call_queue set not_before = $2 \
+                     where id = (select queue_id from contact_attempts where id = $1) \
+                       and state = 'ready'",
+                )
+                .bind(id)
+                .bind(now + 72 * 3_600_000)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            settled += u64::from(applied);
+        }
+        Ok(settled)
+    }
+
+    /// Keep a lease alive while the volunteer is active.
+    pub async fn touch_attempt(&self, attempt_id: i64, until: i64) -> Result<()> {
+        sqlx::query(
+            "update contact_attempts set lease_expires_at = $2 \
+             where id = $1 and state in ('leased', 'dialling', 'answered')",
+        )
+        .bind(attempt_id)
+        .bind(until)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Record a provider event key; false if it was seen before.
+    pub async fn first_provider_event(&self, key: &str, now: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let first = first_time(&mut tx, key, now).await?;
+        tx.commit().await?;
+        Ok(first)
+    }
+}
+
+/// The disposition a member leg's final status implies, when it implies one.
+pub fn dial_disposition(status: Option<&str>) -> Option<Disposition> {
+    match status? {
+        "no-answer" => Some(Disposition::NoAnswer),
+        "busy" => Some(Disposition::Busy),
+        "failed" | "canceled" => Some(Disposition::TechnicalProblem),
+        _ => None,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DialDecision {
+    Dial,
+    /// Dialling already started (a repeated request): do not dial again.
+    AlreadyStarted,
+    /// The number was suppressed since the claim; the lease was released.
+    OptedOut,
+    /// Calling hours ended since the claim; the lease was released.
+    OutsideHours,
+}
+
+enum ClaimRace {
+    Race,
+    Failed(StoreError),
+}
+
+impl From<sqlx::Error> for ClaimRace {
+    fn from(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => Self::Race,
+            _ => Self::Failed(e.into()),
+        }
+    }
+}
+
+impl From<StoreError> for ClaimRace {
+    fn from(e: StoreError) -> Self {
+        Self::Failed(e)
+    }
+}
+
+async fn first_time(tx: &mut Tx, key: &str, now: i64) -> Result<bool> {
+    Ok(sqlx::query(
+        "insert into provider_events (dedupe_key, created_at) values ($1, $2) \
+         on conflict (dedupe_key) do nothing",
+    )
+    .bind(key)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1)
+}
+
+async fn release_in(tx: &mut Tx, attempt_id: i64, now: i64) -> Result<bool> {
+    let released = sqlx::query(
+        "update contact_attempts set state = 'released', ended_at = $2 \
+         where id = $1 and state = 'leased'",
+    )
+    .bind(attempt_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if released {
+        sqlx::query(
+            "update call_queue set state = 'ready', attempts = attempts - 1, updated_at = $2 \
+             where id = (select queue_id from contact_attempts where id = $1) \
+               and state = 'leased'",
+        )
+        .bind(attempt_id)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(released)
+}
+
+async fn finish_in(
+    tx: &mut Tx,
+    attempt_id: i64,
+    finish: Finish,
+    policy: &RetryPolicy,
+    now: i64,
+) -> Result<bool> {
+    let row = sqlx::query(
+        "select a.state, a.keyed, a.campaign_id, a.member_id, a.queue_id, q.attempts, q.phone \
+         from contact_attempts a join call_queue q on q.id = a.queue_id where a.id = $1",
+    )
+    .bind(attempt_id)
+    .fetch_optional(&mut **tx)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    let state: String = row.try_get("state")?;
+    if !AttemptState::parse(&state).is_some_and(AttemptState::is_open) {
+        return Ok(false);
+    }
+    let keyed: Vec<(String, String)> = serde_json::from_str(&row.try_get::<String, _>("keyed")?)?;
+    let campaign_id: i64 = row.try_get("campaign_id")?;
+    let member_id: i64 = row.try_get("member_id")?;
+    let queue_id: i64 = row.try_get("queue_id")?;
+    let attempts: i64 = row.try_get("attempts")?;
+    let phone: String = row.try_get("phone")?;
+
+    sqlx::query(
+        "update contact_attempts set state = 'completed', disposition = $2, ended_at = $3 \
+         where id = $1 and state = $4",
+    )
+    .bind(attempt_id)
+    .bind(finish.disposition.map(Disposition::as_str))
+    .bind(now)
+    .bind(&state)
+    .execute(&mut **tx)
+    .await?;
+    for (question, option) in &keyed {
+        sqlx::query(
+            "insert into answers (campaign_id, member_id, attempt_id, question_code, \
+               option_code, source, dedupe_key, created_at) \
+             values ($1, $2, $3, $4, $5, 'keypad', $6, $7) on conflict (dedupe_key) do nothing",
+        )
+        .bind(campaign_id)
+        .bind(member_id)
+        .bind(attempt_id)
+        .bind(question)
+        .bind(option)
+        .bind(format!("attempt:{attempt_id}:{question}"))
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+
+    let (next_state, not_before) = if finish.opt_out {
+        ("suppressed", 0)
+    } else {
+        match finish.disposition {
+            None => ("done", 0),
+            Some(d) => {
+                let rule = policy.rule(d);
+                let cap = i64::from(rule.max_attempts.min(policy.max_attempts));
+                if attempts >= cap {
+                    ("done", 0)
+                } else {
+                    ("ready", now + i64::from(rule.gap_minutes) * 60_000)
+                }
+            }
+        }
+    };
+    sqlx::query(
+        "update call_queue set state = $2, not_before = $3, updated_at = $4 \
+         where id = $1 and state = 'leased'",
+    )
+    .bind(queue_id)
+    .bind(next_state)
+    .bind(not_before)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    if finish.opt_out {
+        let phone = PhoneNumber::from_e164(&phone)
+            .map_err(|e| anyhow::anyhow!("stored member number is invalid: {e}"))?;
+        super::suppressions::suppress_in(
+            tx,
+            &phone,
+            "asked not to be contacted (keyed by volunteer)",
+            "keypad",
+            &format!("attempt {attempt_id}"),
+            now,
+        )
+        .await?;
+    }
+    Ok(true)
+}
