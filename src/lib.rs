@@ -10,7 +10,11 @@
 //!   a portable schema; SQL sits in the submodule of the thing it stores.
 //! * [`import`]: streaming CSV imports of seats and members with per-line rejections.
 //! * [`http`]: the axum application: the organiser API (`/api/v1`, OpenAPI generated
-//!   from the handlers), `/healthz`, `/readyz`, `/metrics`.
+//!   from the handlers), the provider's webhooks (`/webhooks/...`), `/healthz`,
+//!   `/readyz`, `/metrics`.
+//! * [`telephony`]: the provider boundary: webhook signatures, TwiML, the REST client.
+//! * [`callback`]: ringing a volunteer through the REST API (call-back sessions).
+//! * [`sweeper`]: periodic housekeeping of idle leases and calls to reconcile.
 //! * [`cli`]: the `phonebank` command line; `main.rs` only calls [`cli::run`].
 //! * [`config`]: settings from flags and environment variables.
 //!
@@ -23,4 +27,5 @@ pub mod domain;
 pub mod http;
 pub mod import;
 pub mod store;
+pub mod sweeper;
 pub mod telephony;

@@ -106,15 +106,22 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
             "no API token yet: run `phonebank token create --name <you>` to reach /api/v1"
         );
     }
-    if settings.public_url.is_none() {
+    if args.public_url.is_none() {
         tracing::warn!(
-            "PHONEBANK_PUBLIC_URL is not set: provider webhooks cannot be verified until it is"
+            "PHONEBANK_PUBLIC_URL is not set: webhook signatures are checked against http://{}, \
+             which only a provider on this machine can reach",
+            args.bind
         );
+    }
+    if settings.auth_token.is_none() {
+        tracing::warn!("TWILIO_AUTH_TOKEN is not set: every webhook will be refused (403)");
     }
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     let state = AppState::new(store.clone(), settings);
+    let sweeper = crate::sweeper::spawn(state.clone(), std::time::Duration::from_secs(30));
     http::serve(state, listener, http::shutdown_signal()).await?;
+    sweeper.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -38,6 +38,7 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
                 "members",
                 "opted_out",
                 "attempts",
+                "reached",
                 "completed",
                 "answers",
             ])?;
@@ -50,6 +51,7 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
                     s.members.to_string(),
                     s.opted_out.to_string(),
                     s.attempts.to_string(),
+                    s.reached.to_string(),
                     s.completed.to_string(),
                     answers_total(s).to_string(),
                 ])?;
@@ -58,25 +60,27 @@ pub async fn run(store: &Store, args: ReportArgs) -> anyhow::Result<ExitCode> {
         }
         Format::Table => {
             say!(
-                "{:<10} {:<40} {:>6} {:>8} {:>9} {:>8} {:>9} {:>8}",
+                "{:<10} {:<40} {:>6} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8}",
                 "code",
                 "seat",
                 "target",
                 "members",
                 "opted out",
                 "attempts",
+                "reached",
                 "completed",
                 "answers"
             );
             for s in report.seats.iter().chain(std::iter::once(&report.totals)) {
                 say!(
-                    "{:<10} {:<40} {:>6} {:>8} {:>9} {:>8} {:>9} {:>8}",
+                    "{:<10} {:<40} {:>6} {:>8} {:>9} {:>8} {:>8} {:>9} {:>8}",
                     s.code,
                     s.name.chars().take(40).collect::<String>(),
                     if s.is_target { "yes" } else { "" },
                     s.members,
                     s.opted_out,
                     s.attempts,
+                    s.reached,
                     s.completed,
                     answers_total(s)
                 );

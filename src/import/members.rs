@@ -69,6 +69,10 @@ pub async fn import_members<R: Read + Send + 'static>(
         .await
         .map_err(|e| ImportError::Read(format!("parser stopped: {e}")))??;
     report.warnings.sort_by_key(|w| w.line);
+    // New members join the queue of every running campaign at once.
+    store
+        .enqueue_active_campaigns(crate::domain::now_millis())
+        .await?;
     Ok(report)
 }
 

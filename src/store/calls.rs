@@ -169,6 +169,29 @@ impl Store {
         .execute(&mut *tx)
         .await?
         .rows_affected();
+        // A re-import may have changed a queued member's number or seat: the queue's
+        // copies follow (and the opt-out state of the new number), so suppression and
+        // shared-number checks always see the real number.
+        sqlx::query(
+            "update call_queue set \
+               phone = (select m.phone from members m where m.id = call_queue.member_id), \
+               seat_id = (select m.seat_id from members m where m.id = call_queue.member_id), \
+               time_zone = (select s.time_zone from members m join seats s on s.id = m.seat_id \
+                            where m.id = call_queue.member_id), \
+               priority = (select s.is_target from members m join seats s on s.id = m.seat_id \
+                           where m.id = call_queue.member_id), \
+               state = case when exists (select 1 from members m join suppressions x \
+                                         on x.phone = m.phone where m.id = call_queue.member_id) \
+                            then 'suppressed' else 'ready' end, \
+               updated_at = $2 \
+             where campaign_id = $1 and state in ('ready', 'suppressed') and exists ( \
+               select 1 from members m where m.id = call_queue.member_id \
+               and (m.phone <> call_queue.phone or m.seat_id <> call_queue.seat_id))",
+        )
+        .bind(campaign_id)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
         tx.commit().await?;
         Ok(added)
     }
@@ -649,6 +672,16 @@ impl Store {
         .execute(&self.pool)
         .await?;
         Ok(())
+    }
+
+    /// Has this provider event key been recorded?
+    pub async fn was_provider_event(&self, key: &str) -> Result<bool> {
+        let n: i64 =
+            sqlx::query_scalar("select count(*) from provider_events where dedupe_key = $1")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n > 0)
     }
 
     /// Record a provider event key; false if it was seen before.

@@ -153,6 +153,10 @@ impl Store {
             self.get_campaign(id).await?;
             return Err(StoreError::Conflict("status_transition"));
         }
+        if to == CampaignStatus::Active {
+            // Everyone imported so far joins the queue; later imports join on arrival.
+            self.enqueue_campaign(id, now_millis()).await?;
+        }
         self.get_campaign(id).await
     }
 

@@ -18,9 +18,12 @@ pub struct SeatProgress {
     pub members: i64,
     /// Of those, on the suppression list.
     pub opted_out: i64,
-    /// Call attempts made for this campaign.
+    /// Call attempts made for this campaign (leases handed back undialled excluded).
     pub attempts: i64,
-    /// Distinct members reached and finished (survey answered or final disposition).
+    /// Distinct members spoken to (an attempt saved with survey answers, no disposition).
+    pub reached: i64,
+    /// Members finished for this campaign: surveyed, a final disposition, or out of
+    /// attempts. They are not called again.
     pub completed: i64,
     /// Answers stored, by question and option code.
     pub answers: BTreeMap<String, BTreeMap<String, i64>>,
@@ -65,11 +68,13 @@ impl Store {
             );
         }
 
+        // Released leases (handed back before any dial) are not attempts.
         let rows = sqlx::query(
             "select s.code, count(*) as attempts, \
-             count(distinct case when a.state = 'completed' then a.member_id end) as completed \
+             count(distinct case when a.state = 'completed' and a.disposition is null \
+                   then a.member_id end) as reached \
              from contact_attempts a join seats s on s.id = a.seat_id \
-             where a.campaign_id = $1 group by s.code",
+             where a.campaign_id = $1 and a.state <> 'released' group by s.code",
         )
         .bind(campaign_id)
         .fetch_all(&self.pool)
@@ -77,6 +82,21 @@ impl Store {
         for r in rows {
             if let Some(seat) = seats.get_mut(&r.try_get::<String, _>("code")?) {
                 seat.attempts = r.try_get("attempts")?;
+                seat.reached = r.try_get("reached")?;
+            }
+        }
+        // Finished: out of the queue for good (surveyed, a final disposition, or out of
+        // attempts).
+        let rows = sqlx::query(
+            "select s.code, count(*) as completed \
+             from call_queue q join seats s on s.id = q.seat_id \
+             where q.campaign_id = $1 and q.state = 'done' group by s.code",
+        )
+        .bind(campaign_id)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            if let Some(seat) = seats.get_mut(&r.try_get::<String, _>("code")?) {
                 seat.completed = r.try_get("completed")?;
             }
         }
@@ -113,6 +133,7 @@ impl Store {
             totals.members += s.members;
             totals.opted_out += s.opted_out;
             totals.attempts += s.attempts;
+            totals.reached += s.reached;
             totals.completed += s.completed;
             for (q, opts) in &s.answers {
                 for (o, n) in opts {

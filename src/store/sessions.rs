@@ -55,13 +55,19 @@ fn session_from_row(r: &AnyRow) -> Result<Session> {
 const SESSION_COLUMNS: &str =
     "id, call_sid, volunteer_id, campaign_id, state, pin_failures, callback_id";
 
-#[derive(Debug, Clone)]
+/// A request to ring a volunteer, as the API reports it.
+#[derive(Debug, Clone, serde::Serialize, utoipa::ToSchema)]
 pub struct CallbackRequest {
     pub id: i64,
     pub volunteer_id: i64,
     pub campaign_id: Option<i64>,
+    /// `pending` (being placed), `placed`, `failed` (the provider refused, or the
+    /// volunteer did not answer), or `uncertain` (the provider's answer was lost: the call
+    /// may be ringing; it is not retried, so nobody is rung twice).
     pub status: String,
+    /// The provider's CallSid once placed.
     pub call_sid: Option<String>,
+    /// The provider's error code, when it gave one.
     pub error_code: Option<i64>,
     pub error_message: Option<String>,
 }

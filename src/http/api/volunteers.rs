@@ -9,11 +9,13 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::members::parse_phone;
+use crate::callback::{CallbackError, request_callback};
 use crate::domain::Pin;
 use crate::http::auth::Organiser;
 use crate::http::error::{AppJson, AppPath, ErrorBody};
 use crate::http::{ApiError, ApiResult, AppState};
 use crate::store::StoreError;
+use crate::store::sessions::CallbackRequest;
 use crate::store::volunteers::{Volunteer, VolunteerPatch};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -21,6 +23,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_volunteers, create_volunteer))
         .routes(routes!(get_volunteer, update_volunteer, delete_volunteer))
         .routes(routes!(reset_pin))
+        .routes(routes!(call_volunteer))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -187,4 +190,85 @@ async fn reset_pin(
         volunteer,
         pin: pin.expose().to_owned(),
     }))
+}
+
+#[derive(Debug, Default, Deserialize, ToSchema, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct CallbackQuery {
+    /// The campaign to call for; without it, the only active campaign.
+    pub campaign_id: Option<i64>,
+}
+
+impl From<CallbackError> for ApiError {
+    fn from(e: CallbackError) -> Self {
+        use axum::http::StatusCode as S;
+        let upstream = |status, code, message: String| ApiError::Upstream {
+            status,
+            code,
+            message,
+        };
+        match e {
+            CallbackError::NotConfigured => upstream(
+                S::SERVICE_UNAVAILABLE,
+                "telephony_not_configured",
+                e.to_string(),
+            ),
+            CallbackError::UnknownVolunteer => ApiError::NotFound("volunteer"),
+            CallbackError::UnknownCampaign => ApiError::NotFound("campaign"),
+            CallbackError::InactiveVolunteer => {
+                ApiError::conflict("volunteer_inactive", e.to_string())
+            }
+            CallbackError::CampaignNotActive => {
+                ApiError::conflict("campaign_not_active", e.to_string())
+            }
+            CallbackError::NoActiveCampaign => {
+                ApiError::conflict("no_active_campaign", e.to_string())
+            }
+            CallbackError::CampaignAmbiguous => {
+                ApiError::bad_request("campaign_required", e.to_string())
+            }
+            CallbackError::Provider(err, request) => upstream(
+                S::BAD_GATEWAY,
+                "provider_rejected",
+                format!("call-back {} not placed: {err}", request.id),
+            ),
+            CallbackError::Store(e) => e.into(),
+        }
+    }
+}
+
+/// Ring the volunteer's registered phone now; when they answer, the volunteer loop runs
+/// as if they had dialled in (PIN first). Send an `Idempotency-Key` header to make
+/// retries safe: a repeated key returns the first request and places no second call.
+/// 202 with status `placed` (or `uncertain`: the provider's answer was lost; the call
+/// may still ring, and is never placed twice).
+#[utoipa::path(post, path = "/volunteers/{id}/call", tag = "volunteers",
+    params(("id" = i64, Path), CallbackQuery,
+           ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
+    responses((status = 202, description = "Call placed (or its outcome unknown)", body = CallbackRequest), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 502, description = "The provider refused the call", body = ErrorBody), (status = 503, description = "Telephony is not configured", body = ErrorBody)))]
+async fn call_volunteer(
+    o: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+    crate::http::error::AppQuery(q): crate::http::error::AppQuery<CallbackQuery>,
+    headers: axum::http::HeaderMap,
+) -> ApiResult<(StatusCode, AppJson<CallbackRequest>)> {
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let k = v.to_str().map(str::trim).unwrap_or_default();
+            if k.is_empty() || k.len() > 200 {
+                return Err(ApiError::bad_request(
+                    "invalid_idempotency_key",
+                    "Idempotency-Key must be 1-200 visible ASCII characters",
+                ));
+            }
+            // Scoped to the token, so two organisers' keys cannot collide.
+            Some(format!("api:{}:{k}", o.token_name))
+        }
+    };
+    let request = request_callback(&state, id, q.campaign_id, key.as_deref()).await?;
+    tracing::info!(volunteer_id = id, callback_id = request.id, status = %request.status, actor = %o.token_name, "call-back requested");
+    Ok((StatusCode::ACCEPTED, AppJson(request)))
 }

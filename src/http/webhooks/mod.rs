@@ -3,6 +3,7 @@
 //! parameter or touches the database. A bad or missing signature is 403 and changes
 //! nothing.
 
+pub mod sms;
 pub mod voice;
 
 use std::sync::Arc;
@@ -41,7 +42,9 @@ impl Params {
 }
 
 pub(super) fn router(state: AppState) -> Router<AppState> {
-    voice::router().layer(middleware::from_fn_with_state(state, verify))
+    voice::router()
+        .merge(sms::router())
+        .layer(middleware::from_fn_with_state(state, verify))
 }
 
 async fn verify(State(state): State<AppState>, req: Request, next: Next) -> Response {

@@ -384,7 +384,20 @@ async fn offer_campaigns(
         .iter()
         .filter(|c| c.caller_number.as_e164() == dialled)
         .collect();
-    let chosen = match (active.len(), by_number.as_slice()) {
+    // A call-back was asked for one campaign: that one, while it runs.
+    let requested = match session.callback_id {
+        Some(cb) => state.store.callback(cb).await?.campaign_id,
+        None => None,
+    };
+    let preferred =
+        active
+            .iter()
+            .find(|c| Some(c.id) == requested)
+            .or(match by_number.as_slice() {
+                [one] => Some(*one),
+                _ => None,
+            });
+    let chosen = match (active.len(), preferred) {
         (0, _) => {
             state
                 .store
@@ -395,7 +408,7 @@ async fn offer_campaigns(
             ));
         }
         (1, _) => &active[0],
-        (_, [one]) => *one,
+        (_, Some(one)) => one,
         _ => {
             let mut menu = format!("{lead}Choose a campaign.");
             for (i, c) in active.iter().enumerate() {
