@@ -126,7 +126,7 @@ impl Store {
     /// limit holds across calls and instances.
     pub async fn pin_failures_since(&self, from_phone: &str, since: i64) -> Result<i64> {
         Ok(sqlx::query_scalar(
-            "select coalesce(sum(pin_failures), 0) from volunteer_sessions \
+            "select cast(coalesce(sum(pin_failures), 0) as bigint) from volunteer_sessions \
              where from_phone = $1 and created_at >= $2",
         )
         .bind(from_phone)

@@ -30,10 +30,16 @@ impl TestApp {
     }
 
     pub async fn with_settings(store: Store, settings: Settings) -> Self {
+        Self::with_state(AppState::new(store, settings)).await
+    }
+
+    /// An app over a state the test has shaped (a manual clock, a REST client ...).
+    pub async fn with_state(state: AppState) -> Self {
+        let store = state.store.clone();
         let token = ApiToken::generate();
         store.create_token("test organiser", &token).await.unwrap();
         Self {
-            router: app(AppState::new(store.clone(), settings)),
+            router: app(state),
             store,
             token: token.expose().to_owned(),
         }

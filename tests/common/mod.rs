@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod phone;
 
 use phonebank::store::Store;
 
@@ -23,6 +24,12 @@ pub async fn sqlite() -> Store {
 }
 
 pub async fn postgres() -> Option<Store> {
+    postgres_url().await.map(|(store, _)| store)
+}
+
+/// A fresh PostgreSQL test database and its URL, so a test can open a second `Store`
+/// on it (two server instances sharing one database).
+pub async fn postgres_url() -> Option<(Store, String)> {
     let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
         if std::env::var("PHONEBANK_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
             panic!("PHONEBANK_REQUIRE_POSTGRES=1 but TEST_POSTGRES_URL is not set");
@@ -45,11 +52,10 @@ pub async fn postgres() -> Option<Store> {
         }
         _ => format!("{admin_url}/{name}"),
     };
-    Some(
-        Store::connect(Some(&url))
-            .await
-            .expect("open test database"),
-    )
+    let store = Store::connect(Some(&url))
+        .await
+        .expect("open test database");
+    Some((store, url))
 }
 
 fn random_suffix() -> String {

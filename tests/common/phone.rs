@@ -1,0 +1,453 @@
+//! The carrier's side of a call, for the voice tests: signed webhooks exactly as the
+//! provider sends them (form-encoded, `X-Twilio-Signature` over the public URL), and a
+//! small TwiML reader so a test can press keys, follow redirects and answer a `<Dial>`.
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use jiff::Timestamp;
+use phonebank::config::Settings;
+use phonebank::domain::Clock;
+use phonebank::http::AppState;
+use phonebank::store::Store;
+use phonebank::telephony::signature;
+use quick_xml::events::Event;
+use secrecy::SecretString;
+
+use super::app::{Reply, TestApp};
+
+pub const PUBLIC_URL: &str = "https://pb.example.org";
+pub const AUTH_TOKEN: &str = "12345abcdefauthtokenfortests0000";
+pub const CAMPAIGN_NUMBER: &str = "+442079460000";
+
+/// A Tuesday evening in December (GMT): inside the default calling hours.
+pub fn tuesday_evening() -> Timestamp {
+    "2026-12-08T18:00:00Z".parse().unwrap()
+}
+
+pub fn voice_settings() -> Settings {
+    Settings {
+        public_url: Some(PUBLIC_URL.into()),
+        auth_token: Some(SecretString::from(AUTH_TOKEN)),
+        account_sid: Some("AC00000000000000000000000000000000".into()),
+        ..Settings::default()
+    }
+}
+
+/// An app with webhook signing configured and a manual clock the test can move.
+pub async fn voice_app(store: Store, clock: Clock) -> TestApp {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("phonebank=debug,warn")
+        .with_test_writer()
+        .try_init();
+    TestApp::with_state(AppState::new(store, voice_settings()).with_clock(clock)).await
+}
+
+pub fn call_sid(n: u64) -> String {
+    format!("CA{n:032x}")
+}
+
+/// One element of a TwiML document.
+#[derive(Debug, Clone, Default)]
+pub struct Node {
+    pub name: String,
+    pub attrs: Vec<(String, String)>,
+    pub text: String,
+    pub children: Vec<Node>,
+}
+
+impl Node {
+    pub fn attr(&self, name: &str) -> Option<&str> {
+        self.attrs
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every `<Say>` text in this subtree.
+    pub fn says(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.name == "Say" {
+            out.push(self.text.clone());
+        }
+        for c in &self.children {
+            out.extend(c.says());
+        }
+        out
+    }
+}
+
+/// A parsed `<Response>` and its raw text.
+#[derive(Debug, Clone)]
+pub struct Doc {
+    pub raw: String,
+    pub verbs: Vec<Node>,
+    /// What the caller heard on the way here (documents followed by redirect).
+    pub heard: Vec<String>,
+}
+
+impl Doc {
+    pub fn parse(raw: &str) -> Doc {
+        let mut reader = quick_xml::Reader::from_str(raw);
+        let mut stack: Vec<Node> = vec![Node::default()];
+        loop {
+            match reader.read_event().expect("well-formed TwiML") {
+                Event::Start(e) => stack.push(node(&e)),
+                Event::Empty(e) => {
+                    let n = node(&e);
+                    stack.last_mut().unwrap().children.push(n);
+                }
+                Event::Text(t) => {
+                    let text = t.decode().unwrap().into_owned();
+                    let text = quick_xml::escape::unescape(&text).unwrap().into_owned();
+                    stack.last_mut().unwrap().text.push_str(&text);
+                }
+                Event::GeneralRef(r) => {
+                    let name = r.decode().unwrap().into_owned();
+                    let text = quick_xml::escape::unescape(&format!("&{name};"))
+                        .unwrap()
+                        .into_owned();
+                    stack.last_mut().unwrap().text.push_str(&text);
+                }
+                Event::End(_) => {
+                    let n = stack.pop().unwrap();
+                    stack.last_mut().unwrap().children.push(n);
+                }
+                Event::Eof => break,
+                _ => {}
+            }
+        }
+        let root = stack.pop().unwrap();
+        let response = root
+            .children
+            .into_iter()
+            .find(|n| n.name == "Response")
+            .expect("a <Response> element");
+        let mut doc = Doc {
+            raw: raw.to_owned(),
+            verbs: response.children,
+            heard: Vec::new(),
+        };
+        doc.heard = doc.verbs.iter().flat_map(Node::says).collect();
+        doc
+    }
+
+    /// Everything heard since the last key press, this document included.
+    pub fn said(&self) -> String {
+        self.heard.join(" ")
+    }
+
+    pub fn verb(&self, name: &str) -> Option<&Node> {
+        self.verbs.iter().find(|v| v.name == name)
+    }
+
+    pub fn gather(&self) -> Option<&Node> {
+        self.verb("Gather")
+    }
+
+    pub fn dial(&self) -> Option<&Node> {
+        self.verb("Dial")
+    }
+
+    pub fn hangs_up(&self) -> bool {
+        self.verbs.iter().any(|v| v.name == "Hangup")
+    }
+
+    /// The URL the call goes to when nothing is pressed (the verb after `<Gather>`).
+    pub fn redirect(&self) -> Option<&str> {
+        self.verb("Redirect").map(|r| r.text.as_str())
+    }
+}
+
+fn node(e: &quick_xml::events::BytesStart<'_>) -> Node {
+    Node {
+        name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
+        attrs: e
+            .attributes()
+            .map(|a| {
+                let a = a.unwrap();
+                (
+                    String::from_utf8_lossy(a.key.as_ref()).into_owned(),
+                    a.normalized_value(quick_xml::XmlVersion::Explicit1_0)
+                        .unwrap()
+                        .into_owned(),
+                )
+            })
+            .collect(),
+        ..Node::default()
+    }
+}
+
+impl TestApp {
+    /// POST a webhook as the provider would: form body, signature over the public URL.
+    pub async fn webhook(&self, url: &str, params: &[(&str, &str)]) -> Reply {
+        let full = absolute(url);
+        let owned: Vec<(String, String)> = params
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let sig = signature::sign(AUTH_TOKEN, &full, &owned);
+        self.webhook_signed(url, params, Some(&sig)).await
+    }
+
+    /// POST a webhook with the given signature header (or none).
+    pub async fn webhook_signed(
+        &self,
+        url: &str,
+        params: &[(&str, &str)],
+        signature: Option<&str>,
+    ) -> Reply {
+        let full = absolute(url);
+        let path = full.strip_prefix(PUBLIC_URL).unwrap_or(&full).to_owned();
+        let body: String = form_urlencoded::Serializer::new(String::new())
+            .extend_pairs(params.iter())
+            .finish();
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        if let Some(s) = signature {
+            req = req.header("X-Twilio-Signature", s);
+        }
+        self.send(req.body(Body::from(body)).unwrap()).await
+    }
+}
+
+fn absolute(url: &str) -> String {
+    if url.starts_with("http") {
+        url.to_owned()
+    } else {
+        format!("{PUBLIC_URL}{url}")
+    }
+}
+
+/// One phone call in progress, from the carrier's side.
+pub struct Call<'a> {
+    pub app: &'a TestApp,
+    pub sid: String,
+    pub from: String,
+    pub to: String,
+    /// Every document the server answered on this call, in order.
+    pub docs: Vec<Doc>,
+    next_child: u64,
+}
+
+impl<'a> Call<'a> {
+    pub fn new(app: &'a TestApp, n: u64, from: &str) -> Self {
+        Self {
+            app,
+            sid: call_sid(n),
+            from: from.to_owned(),
+            to: CAMPAIGN_NUMBER.to_owned(),
+            docs: Vec::new(),
+            next_child: n * 1000,
+        }
+    }
+
+    fn base(&self) -> Vec<(&str, String)> {
+        vec![
+            ("AccountSid", "AC00000000000000000000000000000000".into()),
+            ("ApiVersion", "2010-04-01".into()),
+            ("CallSid", self.sid.clone()),
+            ("From", self.from.clone()),
+            ("To", self.to.clone()),
+            ("Direction", "inbound".into()),
+            ("CallStatus", "in-progress".into()),
+        ]
+    }
+
+    /// POST to `url` with the call's parameters plus `extra`; the TwiML answer.
+    pub async fn post(&mut self, url: &str, extra: &[(&str, &str)]) -> Doc {
+        let mut params = self.base();
+        for (k, v) in extra {
+            params.retain(|(pk, _)| pk != k);
+            params.push((k, (*v).to_owned()));
+        }
+        let borrowed: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let reply = self.app.webhook(url, &borrowed).await;
+        assert_eq!(reply.status, 200, "{url}: {}", reply.text);
+        assert!(
+            reply
+                .headers
+                .get(header::CONTENT_TYPE)
+                .is_some_and(|v| v.to_str().unwrap().starts_with("text/xml")),
+            "TwiML content type"
+        );
+        let doc = Doc::parse(&reply.text);
+        self.docs.push(doc.clone());
+        doc
+    }
+
+    /// The call rings the number's voice URL.
+    pub async fn start(&mut self) -> Doc {
+        let doc = self
+            .post("/webhooks/voice", &[("CallStatus", "ringing")])
+            .await;
+        self.settle(doc).await
+    }
+
+    /// Follow bare redirects until the document waits for keys, dials or hangs up.
+    pub async fn settle(&mut self, mut doc: Doc) -> Doc {
+        for _ in 0..20 {
+            if doc.gather().is_some() || doc.dial().is_some() || doc.hangs_up() {
+                return doc;
+            }
+            match doc.redirect() {
+                Some(url) => {
+                    let url = url.to_owned();
+                    let mut next = self.post(&url, &[]).await;
+                    let mut heard = std::mem::take(&mut doc.heard);
+                    heard.append(&mut next.heard);
+                    next.heard = heard;
+                    doc = next;
+                }
+                None => return doc,
+            }
+        }
+        panic!("redirect loop: {}", doc.raw);
+    }
+
+    /// Press `digits` on the document's `<Gather>`, then settle.
+    pub async fn press(&mut self, doc: &Doc, digits: &str) -> Doc {
+        let gather = doc
+            .gather()
+            .unwrap_or_else(|| panic!("no Gather in {}", doc.raw));
+        let action = gather.attr("action").expect("Gather action").to_owned();
+        let next = self
+            .post(&action, &[("Digits", digits), ("FinishedOnKey", "")])
+            .await;
+        self.settle(next).await
+    }
+
+    /// Let the `<Gather>` time out: the provider runs the verb after it.
+    pub async fn silence(&mut self, doc: &Doc) -> Doc {
+        assert!(doc.gather().is_some(), "no Gather in {}", doc.raw);
+        let url = doc
+            .redirect()
+            .expect("a fallback after the Gather")
+            .to_owned();
+        let next = self.post(&url, &[]).await;
+        self.settle(next).await
+    }
+
+    /// Run the `<Dial>` in `doc`: the member leg's status callbacks, then the dial's
+    /// action with `status` and `seconds` connected. Returns the child CallSid too.
+    pub async fn run_dial(&mut self, doc: &Doc, status: &str, seconds: u32) -> (Doc, String) {
+        let dial = doc
+            .dial()
+            .unwrap_or_else(|| panic!("no Dial in {}", doc.raw))
+            .clone();
+        let number = dial
+            .children
+            .iter()
+            .find(|n| n.name == "Number")
+            .expect("<Number>")
+            .clone();
+        self.next_child += 1;
+        let child = call_sid(self.next_child);
+        let callback = number
+            .attr("statusCallback")
+            .expect("statusCallback")
+            .to_owned();
+        let mut events = vec!["initiated", "ringing"];
+        if status == "completed" {
+            events.push("in-progress");
+        }
+        events.push(status);
+        for (seq, event) in events.iter().enumerate() {
+            self.member_event(&callback, &child, &number.text, event, seq)
+                .await;
+        }
+        let action = dial.attr("action").expect("Dial action").to_owned();
+        let secs = seconds.to_string();
+        let next = self
+            .post(
+                &action,
+                &[
+                    ("DialCallStatus", status),
+                    ("DialCallSid", &child),
+                    ("DialCallDuration", &secs),
+                    (
+                        "DialBridged",
+                        if status == "completed" {
+                            "true"
+                        } else {
+                            "false"
+                        },
+                    ),
+                ],
+            )
+            .await;
+        (self.settle(next).await, child)
+    }
+
+    /// One status callback of the member leg.
+    pub async fn member_event(
+        &mut self,
+        url: &str,
+        child: &str,
+        number: &str,
+        status: &str,
+        seq: usize,
+    ) -> Reply {
+        let seq = seq.to_string();
+        self.app
+            .webhook(
+                url,
+                &[
+                    ("AccountSid", "AC00000000000000000000000000000000"),
+                    ("CallSid", child),
+                    ("ParentCallSid", &self.sid),
+                    ("From", CAMPAIGN_NUMBER),
+                    ("To", number),
+                    ("Direction", "outbound-dial"),
+                    ("CallStatus", status),
+                    ("SequenceNumber", &seq),
+                    ("CallbackSource", "call-progress-events"),
+                ],
+            )
+            .await
+    }
+
+    /// The volunteer hangs up: the final status callback of their own leg.
+    pub async fn hang_up(&mut self) {
+        let reply = self
+            .app
+            .webhook(
+                "/webhooks/voice/status",
+                &[
+                    ("AccountSid", "AC00000000000000000000000000000000"),
+                    ("CallSid", &self.sid),
+                    ("From", &self.from),
+                    ("To", &self.to),
+                    ("CallStatus", "completed"),
+                    ("SequenceNumber", "9"),
+                ],
+            )
+            .await;
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+
+    /// Every document of the call: a member number may appear only inside `<Number>`.
+    pub fn assert_masked(&self, numbers: &[String]) {
+        for doc in &self.docs {
+            let mut outside = doc.raw.clone();
+            while let Some(start) = outside.find("<Number") {
+                let end = outside[start..]
+                    .find("</Number>")
+                    .map(|e| start + e + "</Number>".len())
+                    .expect("closed <Number>");
+                outside.replace_range(start..end, "");
+            }
+            for n in numbers {
+                let national = format!("0{}", &n[3..]);
+                for form in [n.as_str(), &n[1..], national.as_str()] {
+                    assert!(
+                        !outside.contains(form),
+                        "member number {n} outside <Number>: {}",
+                        doc.raw
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The volunteer loop through the voice webhooks, driven as the carrier drives it, on
+//! SQLite and PostgreSQL.
+
+mod common;
+
+use common::app::{TestApp, campaign_body};
+use common::phone::{CAMPAIGN_NUMBER, Call, Doc, tuesday_evening, voice_app};
+use common::{import_members_str, load_seats};
+use phonebank::domain::Clock;
+use phonebank::store::Store;
+use serde_json::json;
+
+/// A phone bank ready to call: seats, `n` members on 07700 900xxx, one active campaign
+/// and one volunteer.
+struct Bank {
+    app: TestApp,
+    clock: Clock,
+    campaign_id: i64,
+    volunteer_phone: String,
+    pin: String,
+    members: Vec<String>,
+}
+
+const VOLUNTEER: &str = "+442079460500";
+
+async fn bank(store: Store, n: usize) -> Bank {
+    let clock = Clock::manual(tuesday_evening());
+    load_seats(&store).await;
+    let mut csv = String::from("member_id,name,phone,constituency\n");
+    let seats = ["Hendon", "Finchley and Golders Green", "Chipping Barnet"];
+    let mut members = Vec::new();
+    for i in 0..n {
+        let phone = format!("+447700900{i:03}");
+        csv.push_str(&format!(
+            "M{i:04},Member {i},{phone},{}\n",
+            seats[i % seats.len()]
+        ));
+        members.push(phone);
+    }
+    let report = import_members_str(&store, &csv).await;
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let app = voice_app(store, clock.clone()).await;
+    let campaign = app
+        .json("POST", "/api/v1/campaigns", campaign_body("Hendon Calls"))
+        .await;
+    assert_eq!(campaign.status, 201, "{}", campaign.text);
+    let campaign_id = campaign.body["id"].as_i64().unwrap();
+    let started = app
+        .json(
+            "POST",
+            &format!("/api/v1/campaigns/{campaign_id}/start"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.text);
+    let v = app
+        .json(
+            "POST",
+            "/api/v1/volunteers",
+            json!({"name": "Vic Volunteer", "phone": "020 7946 0500"}),
+        )
+        .await;
+    assert_eq!(v.status, 201, "{}", v.text);
+    Bank {
+        app,
+        clock,
+        campaign_id,
+        volunteer_phone: VOLUNTEER.into(),
+        pin: v.body["pin"].as_str().unwrap().to_owned(),
+        members,
+    }
+}
+
+impl Bank {
+    /// A volunteer's call, past the PIN, waiting at the first announcement.
+    async fn logged_in(&self, n: u64) -> (Call<'_>, Doc) {
+        let mut call = Call::new(&self.app, n, &self.volunteer_phone);
+        let doc = call.start().await;
+        assert!(doc.said().contains("PIN"), "{}", doc.raw);
+        let doc = call.press(&doc, &self.pin).await;
+        (call, doc)
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(self.app.store.pool())
+            .await
+            .unwrap()
+    }
+
+    async fn report(&self) -> serde_json::Value {
+        let r = self
+            .app
+            .get(&format!("/api/v1/campaigns/{}/report", self.campaign_id))
+            .await;
+        assert_eq!(r.status, 200);
+        r.body["totals"].clone()
+    }
+}
+
+/// The member named in an announcement.
+fn announced(doc: &Doc) -> String {
+    let said = doc.said();
+    let start = said
+        .find("Next: ")
+        .unwrap_or_else(|| panic!("no member in {said}"))
+        + 6;
+    said[start..].split(" from ").next().unwrap().to_owned()
+}
+
+both_backends! {
+    async fn a_full_session_calls_three_members_and_stores_every_answer(store) {
+        let bank = bank(store, 3).await;
+        let (mut call, mut doc) = bank.logged_in(1).await;
+        let mut names = Vec::new();
+        for _ in 0..3 {
+            assert!(doc.said().contains("Call reference"), "{}", doc.raw);
+            names.push(announced(&doc));
+            // Ready: the member is dialled from the volunteer's leg.
+            let dialling = call.press(&doc, "1").await;
+            let dial = dialling.dial().expect("a Dial");
+            assert_eq!(dial.attr("callerId"), Some(CAMPAIGN_NUMBER));
+            assert_eq!(dial.attr("hangupOnStar"), Some("true"));
+            let number = &dial.children[0].text;
+            assert!(bank.members.contains(number), "{number}");
+            let (q1, _) = call.run_dial(&dialling, "completed", 95).await;
+            assert!(q1.said().contains("Can we count on your vote?"), "{}", q1.raw);
+            // Yes leads to the second question (branching); No there ends the script.
+            let q2 = call.press(&q1, "1").await;
+            assert!(q2.said().contains("Would you help on polling day?"), "{}", q2.raw);
+            doc = call.press(&q2, "2").await;
+            assert!(doc.said().contains("Saved"), "{}", doc.raw);
+            if names.len() < 3 {
+                assert!(doc.said().contains("Next: "), "{}", doc.raw);
+            }
+        }
+        // Nobody left: the volunteer is told and hangs up.
+        assert!(doc.said().contains("nobody to call"), "{}", doc.raw);
+        call.hang_up().await;
+
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 3, "three different members");
+        call.assert_masked(&bank.members);
+        let totals = bank.report().await;
+        assert_eq!(totals["attempts"], 3);
+        assert_eq!(totals["reached"], 3);
+        assert_eq!(totals["completed"], 3);
+        assert_eq!(totals["answers"]["support"]["yes"], 3);
+        assert_eq!(totals["answers"]["help"]["no"], 3);
+        assert_eq!(bank.count("select count(*) from answers").await, 6);
+        assert_eq!(
+            bank.count("select count(*) from volunteer_sessions where state = 'ended'").await,
+            1
+        );
+    }
+
+    async fn wrong_pins_hang_up_and_are_limited_per_number(store) {
+        let bank = bank(store, 1).await;
+        let mut call = Call::new(&bank.app, 1, &bank.volunteer_phone);
+        let doc = call.start().await;
+        let doc = call.press(&doc, "0000000").await;
+        assert!(doc.said().contains("not right"), "{}", doc.raw);
+        assert!(doc.gather().is_some(), "asked again");
+        // No key at all counts as a wrong try too.
+        let doc = call.silence(&doc).await;
+        let doc = call.press(&doc, "1").await;
+        assert!(doc.hangs_up(), "third wrong PIN hangs up: {}", doc.raw);
+        // Calls from that number keep failing until the window passes, even with the
+        // right PIN, once ten wrong tries have been made.
+        for n in 2..=3 {
+            let mut c = Call::new(&bank.app, n, &bank.volunteer_phone);
+            let d = c.start().await;
+            let d = c.press(&d, "9").await;
+            let d = c.press(&d, "9").await;
+            let d = c.press(&d, "9").await;
+            assert!(d.hangs_up());
+        }
+        let mut c = Call::new(&bank.app, 4, &bank.volunteer_phone);
+        let d = c.start().await;
+        let d = c.press(&d, "9").await;
+        assert!(d.gather().is_some(), "the tenth wrong PIN is still answered: {}", d.raw);
+        let mut last = Call::new(&bank.app, 9, &bank.volunteer_phone);
+        let d = last.start().await;
+        let d = last.press(&d, &bank.pin).await;
+        assert!(d.said().contains("Too many wrong PINs"), "{}", d.raw);
+        assert_eq!(bank.count("select count(*) from contact_attempts").await, 0);
+    }
+
+    async fn no_key_pressed_reprompts_then_ends_keeping_answers(store) {
+        let bank = bank(store, 2).await;
+        let (mut call, doc) = bank.logged_in(1).await;
+        let dialling = call.press(&doc, "1").await;
+        let (q1, _) = call.run_dial(&dialling, "completed", 60).await;
+        let q2 = call.press(&q1, "1").await;
+        // Silence on the second question: asked again, then the call ends politely.
+        let again = call.silence(&q2).await;
+        assert!(again.said().contains("Would you help"), "{}", again.raw);
+        let again = call.silence(&again).await;
+        assert!(again.said().contains("Would you help"), "{}", again.raw);
+        let end = call.silence(&again).await;
+        assert!(end.hangs_up(), "{}", end.raw);
+        assert!(end.said().contains("saved"), "{}", end.raw);
+        // The keyed answer is kept; the member is finished, not re-queued.
+        assert_eq!(bank.count("select count(*) from answers").await, 1);
+        let totals = bank.report().await;
+        assert_eq!(totals["answers"]["support"]["yes"], 1);
+        assert_eq!(totals["completed"], 1);
+    }
+
+    async fn undo_and_invalid_keys_and_the_outcome_menu(store) {
+        let bank = bank(store, 3).await;
+        let (mut call, doc) = bank.logged_in(1).await;
+        let dialling = call.press(&doc, "1").await;
+        let (q1, _) = call.run_dial(&dialling, "completed", 60).await;
+        // Not an option, several keys, a letter: asked again, nothing stored.
+        for bad in ["7", "12", "x", ""] {
+            let d = call.press(&q1, bad).await;
+            assert!(d.said().contains("Can we count on your vote?"), "{bad:?}: {}", d.raw);
+        }
+        let q2 = call.press(&q1, "1").await;
+        // Undo the last answer (9) and answer differently.
+        let back = call.press(&q2, "9").await;
+        assert!(back.said().contains("Last answer removed"), "{}", back.raw);
+        assert!(back.said().contains("Can we count on your vote?"), "{}", back.raw);
+        let next = call.press(&back, "2").await;
+        assert!(next.said().contains("Saved"), "{}", next.raw);
+        assert_eq!(bank.count("select count(*) from answers where option_code = 'no'").await, 1);
+        assert_eq!(bank.count("select count(*) from answers").await, 1);
+
+        // Second member: the call drops after 3 seconds, so the outcome menu comes first.
+        let dialling = call.press(&next, "1").await;
+        let (menu, _) = call.run_dial(&dialling, "completed", 3).await;
+        assert!(menu.said().contains("Other outcomes"), "{}", menu.raw);
+        // 8 = technical problem: recorded, and the member will be tried again.
+        let after = call.press(&menu, "8").await;
+        assert!(after.said().contains("technical problem"), "{}", after.raw);
+        assert!(after.said().contains("Call reference"), "{}", after.raw);
+
+        // Third member: opt-out key on the outcome menu suppresses their number.
+        let dialling = call.press(&after, "1").await;
+        let number = dialling.dial().unwrap().children[0].text.clone();
+        let (q1, _) = call.run_dial(&dialling, "completed", 40).await;
+        let menu = call.press(&q1, "0").await;
+        let done = call.press(&menu, "0").await;
+        assert!(done.said().contains("will not be contacted"), "{}", done.raw);
+        let looked = bank
+            .app
+            .json("POST", "/api/v1/suppressions/lookup", json!({"phone": number}))
+            .await;
+        assert_eq!(looked.status, 200, "{}", looked.text);
+        call.assert_masked(&bank.members);
+    }
+
+    async fn busy_and_no_answer_requeue_by_the_retry_policy(store) {
+        let bank = bank(store, 1).await;
+        let morning: jiff::Timestamp = "2026-12-08T11:00:00Z".parse().unwrap();
+        bank.clock.set(morning);
+        let (mut call, doc) = bank.logged_in(1).await;
+        let dialling = call.press(&doc, "1").await;
+        let (after, _) = call.run_dial(&dialling, "no-answer", 0).await;
+        assert!(after.said().contains("No answer"), "{}", after.raw);
+        // The only member waits out the retry gap: nobody to call now.
+        assert!(after.said().contains("nobody to call"), "{}", after.raw);
+        // Past the gap they come back.
+        // Default policy: no answer is tried again after four hours.
+        bank.clock.set(morning + jiff::SignedDuration::from_mins(239));
+        let early = call.press(&after, "1").await;
+        assert!(early.said().contains("nobody to call"), "{}", early.raw);
+        bank.clock.set(morning + jiff::SignedDuration::from_mins(241));
+        let after = early;
+        let again = call.press(&after, "1").await;
+        assert!(again.said().contains("Next: "), "{}", again.raw);
+        let dialling = call.press(&again, "1").await;
+        let (after, _) = call.run_dial(&dialling, "busy", 0).await;
+        assert!(after.said().contains("busy"), "{}", after.raw);
+        let totals = bank.report().await;
+        assert_eq!(totals["attempts"], 2);
+        assert_eq!(totals["reached"], 0);
+    }
+}
