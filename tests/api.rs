@@ -231,6 +231,7 @@ both_backends! {
             "POST /api/v1/members/import", "GET /api/v1/members/{member_id}", "POST /api/v1/members/lookup",
             "GET /api/v1/volunteers", "POST /api/v1/volunteers", "GET /api/v1/volunteers/{id}",
             "PATCH /api/v1/volunteers/{id}", "DELETE /api/v1/volunteers/{id}", "POST /api/v1/volunteers/{id}/pin",
+            "POST /api/v1/volunteers/{id}/call",
             "POST /api/v1/suppressions", "POST /api/v1/suppressions/lookup", "POST /api/v1/suppressions/remove",
         ];
         expected.sort();

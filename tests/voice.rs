@@ -278,4 +278,109 @@ both_backends! {
         assert_eq!(totals["attempts"], 2);
         assert_eq!(totals["reached"], 0);
     }
+
+    async fn hanging_up_releases_the_lease_and_keeps_keyed_answers(store) {
+        let bank = bank(store, 2).await;
+        // Hang up while hearing who is next: the member goes straight back.
+        let (mut call, _announce) = bank.logged_in(1).await;
+        call.hang_up().await;
+        assert_eq!(bank.count("select count(*) from contact_attempts where state = 'released'").await, 1);
+        assert_eq!(bank.count("select count(*) from call_queue where state = 'ready'").await, 2);
+        // Hang up after keying one answer: the answer is saved, the attempt closed.
+        let (mut call, announce) = bank.logged_in(2).await;
+        let dialling = call.press(&announce, "1").await;
+        let (q1, _) = call.run_dial(&dialling, "completed", 60).await;
+        let _q2 = call.press(&q1, "1").await;
+        call.hang_up().await;
+        assert_eq!(bank.count("select count(*) from answers").await, 1);
+        assert_eq!(bank.count("select count(*) from contact_attempts where state in ('leased', 'dialling', 'answered')").await, 0);
+        // A webhook for the ended call hears a goodbye, not an error.
+        let late = call.post("/webhooks/voice/next", &[]).await;
+        assert!(late.hangs_up(), "{}", late.raw);
+    }
+
+    async fn a_volunteer_who_vanishes_mid_call_is_reconciled_not_requeued(store) {
+        let bank = bank(store, 1).await;
+        let (mut call, announce) = bank.logged_in(1).await;
+        let dialling = call.press(&announce, "1").await;
+        let dial = dialling.dial().unwrap().clone();
+        let number = dial.children[0].text.clone();
+        let callback = dial.children[0].attr("statusCallback").unwrap().to_owned();
+        let child = "CA000000000000000000000000000c0009";
+        call.member_event(&callback, child, &number, "in-progress", 2).await;
+        // The volunteer's leg ends while the member may still be on the line.
+        call.hang_up().await;
+        assert_eq!(bank.count("select count(*) from contact_attempts where state = 'reconcile'").await, 1);
+        assert_eq!(bank.count("select count(*) from call_queue where state = 'ready'").await, 0, "not re-queued blindly");
+        // The member leg's final status settles it; a connected call nobody keyed is
+        // not rung again for 72 hours.
+        call.member_event(&callback, child, &number, "completed", 3).await;
+        assert_eq!(bank.count("select count(*) from contact_attempts where state = 'completed'").await, 1);
+        let not_before = bank.count("select not_before from call_queue").await;
+        assert!(not_before >= tuesday_evening().as_millisecond() + 72 * 3_600_000, "{not_before}");
+    }
+
+    async fn the_sweeper_takes_back_idle_leases_and_stale_calls(store) {
+        let bank = bank(store, 2).await;
+        let state = phonebank::http::AppState::new(bank.app.store.clone(), common::phone::voice_settings())
+            .with_clock(bank.clock.clone());
+        // A lease whose volunteer went silent (their call ended without telling us).
+        let (_call, _announce) = bank.logged_in(1).await;
+        assert_eq!(phonebank::sweeper::sweep_once(&state).await.unwrap(), 0, "not yet expired");
+        bank.clock.set(tuesday_evening() + jiff::SignedDuration::from_mins(16));
+        assert_eq!(phonebank::sweeper::sweep_once(&state).await.unwrap(), 1);
+        assert_eq!(bank.count("select count(*) from contact_attempts where state = 'released'").await, 1);
+        assert_eq!(bank.count("select count(*) from call_queue where state = 'ready'").await, 2);
+        // A dial whose volunteer and member both went silent: reconciled after the
+        // call limit, then settled after an hour with no final status.
+        let (mut call, announce) = bank.logged_in(2).await;
+        let _dialling = call.press(&announce, "1").await;
+        let mut t = tuesday_evening() + jiff::SignedDuration::from_mins(16);
+        for (mins, open) in [(30, 1), (80, 1), (200, 0)] {
+            t += jiff::SignedDuration::from_mins(mins);
+            bank.clock.set(t);
+            phonebank::sweeper::sweep_once(&state).await.unwrap();
+            assert_eq!(
+                bank.count("select count(*) from contact_attempts where state in ('dialling', 'reconcile')").await,
+                open,
+                "after {mins} more minutes"
+            );
+        }
+        // Two sweepers at once settle nothing twice.
+        let (a, b) = tokio::join!(phonebank::sweeper::sweep_once(&state), phonebank::sweeper::sweep_once(&state));
+        assert_eq!(a.unwrap() + b.unwrap(), 0);
+    }
+
+    async fn several_active_campaigns_are_offered_as_a_menu(store) {
+        let bank = bank(store, 2).await;
+        let mut second = campaign_body("Finchley Calls");
+        second["caller_number"] = json!("020 7946 0001");
+        let c = bank.app.json("POST", "/api/v1/campaigns", second).await;
+        let id = c.body["id"].as_i64().unwrap();
+        bank.app.json("POST", &format!("/api/v1/campaigns/{id}/start"), json!({})).await;
+        // Dialling a campaign's own number picks it.
+        let mut call = Call::new(&bank.app, 1, &bank.volunteer_phone);
+        call.to = "+442079460001".into();
+        let doc = call.start().await;
+        let doc = call.press(&doc, &bank.pin).await;
+        assert!(doc.said().contains("You are calling for Finchley Calls"), "{}", doc.raw);
+        call.hang_up().await;
+        // Any other number: a menu.
+        let mut call = Call::new(&bank.app, 2, &bank.volunteer_phone);
+        call.to = "+442079460999".into();
+        let doc = call.start().await;
+        let menu = call.press(&doc, &bank.pin).await;
+        assert!(menu.said().contains("Choose a campaign"), "{}", menu.raw);
+        let bad = call.press(&menu, "7").await;
+        assert!(bad.said().contains("not on the menu"), "{}", bad.raw);
+        let chosen = call.press(&bad, "1").await;
+        assert!(chosen.said().contains("You are calling for Hendon Calls"), "{}", chosen.raw);
+        assert!(chosen.said().contains("Next: "), "{}", chosen.raw);
+        // Pausing a campaign ends its sessions politely at the next step.
+        bank.app.json("POST", &format!("/api/v1/campaigns/{}/pause", bank.campaign_id), json!({})).await;
+        let bye = call.press(&chosen, "1").await;
+        assert!(bye.dial().is_none(), "{}", bye.raw);
+        assert!(bye.said().contains("not taking calls"), "{}", bye.raw);
+        assert_eq!(bank.count("select count(*) from contact_attempts where state = 'leased'").await, 0);
+    }
 }

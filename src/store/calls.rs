@@ -86,7 +86,7 @@ pub struct ClaimRequest<'a> {
 #[derive(Debug, Clone)]
 pub enum ClaimOutcome {
     /// A new lease, or the one this volunteer already held (a repeated "next").
-    Claimed(Attempt),
+    Claimed(Box<Attempt>),
     /// Nobody can be called now in any time zone the seats use.
     OutsideHours,
     /// The queue has nobody eligible right now.
@@ -250,13 +250,15 @@ impl Store {
         // PostgreSQL) is a unique violation: roll back and look again.
         for _ in 0..5 {
             if let Some(open) = self.open_attempt_for_volunteer(req.volunteer_id).await? {
-                return Ok(ClaimOutcome::Claimed(open));
+                return Ok(ClaimOutcome::Claimed(Box::new(open)));
             }
             if allowed.is_empty() {
                 return Ok(ClaimOutcome::OutsideHours);
             }
             match self.try_claim(req, &allowed, now).await {
-                Ok(Some(id)) => return Ok(ClaimOutcome::Claimed(self.attempt(id).await?)),
+                Ok(Some(id)) => {
+                    return Ok(ClaimOutcome::Claimed(Box::new(self.attempt(id).await?)));
+                }
                 Ok(None) => return Ok(ClaimOutcome::Empty),
                 Err(ClaimRace::Race) => continue,
                 Err(ClaimRace::Failed(e)) => return Err(e),

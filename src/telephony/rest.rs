@@ -103,6 +103,16 @@ impl RestClient {
         }
     }
 
+    /// How long one request may take before its outcome is treated as unknown.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.http = reqwest::Client::builder()
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            .timeout(timeout)
+            .build()
+            .expect("reqwest client with rustls");
+        self
+    }
+
     /// Shorter backoff for tests.
     pub fn with_backoff(mut self, first: Duration, max_attempts: u32) -> Self {
         self.backoff = first;

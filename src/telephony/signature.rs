@@ -109,9 +109,12 @@ mod tests {
         ])
     }
 
+    /// URL, parameters, expected signature.
+    type Vector = (&'static str, Vec<(String, String)>, &'static str);
+
     #[test]
     fn official_vectors_sign_exactly() {
-        let cases: &[(&str, Vec<(String, String)>, &str)] = &[
+        let cases: &[Vector] = &[
             (U, common(), "RSOYDt4T1cUTdK1PDd93/VVr8B8="),
             (
                 "https://mycompany.com:443/myapp.php?foo=1&bar=2",

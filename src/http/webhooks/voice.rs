@@ -566,7 +566,7 @@ async fn next(State(state): State<AppState>, Extension(p): Extension<Params>) ->
                     .hangup(),
             );
         }
-        ClaimOutcome::Claimed(a) => a,
+        ClaimOutcome::Claimed(a) => *a,
     };
     metrics::counter!("phonebank_claims_total").increment(1);
     match attempt.state {
@@ -646,6 +646,18 @@ async fn ready(
             return goodbye("Thank you for calling. Goodbye.");
         }
         _ => return reply(to_next(&state)),
+    }
+    if campaign.status != CampaignStatus::Active {
+        // Paused or finished since the announcement: nothing is dialled.
+        state
+            .store
+            .release_attempt(attempt.id, now.as_millisecond())
+            .await?;
+        end_session(&state, &session).await?;
+        return goodbye(&format!(
+            "{} is not taking calls right now. Thank you for your time. Goodbye.",
+            campaign.name
+        ));
     }
     let decision = state
         .store
