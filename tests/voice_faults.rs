@@ -14,7 +14,9 @@ use common::phone::{
 use common::{import_members_str, load_seats};
 use phonebank::domain::{CallingHours, Clock, PhoneNumber, RetryPolicy};
 use phonebank::store::Store;
-use phonebank::store::calls::{AttemptState, ClaimOutcome, ClaimRequest, DialDecision, Finish};
+use phonebank::store::calls::{
+    AttemptState, ClaimOutcome, ClaimRequest, DialDecision, Finish, RateClock,
+};
 use phonebank::telephony::signature;
 use serde_json::json;
 
@@ -393,6 +395,7 @@ async fn claim_race(stores: &[Store], volunteers: usize) -> Vec<i64> {
                     hours: &hours,
                     now,
                     lease_millis: 600_000,
+                    rate_clock: RateClock::Request,
                 };
                 let attempt = match store.claim(&req).await.unwrap() {
                     ClaimOutcome::Claimed(a) => a,

@@ -2,6 +2,7 @@
 
 mod import;
 mod report;
+mod target;
 mod token;
 
 use std::process::ExitCode;
@@ -42,6 +43,9 @@ enum Command {
     Token(token::TokenCommand),
     /// Print a campaign's per-seat progress.
     Report(report::ReportArgs),
+    /// Target seats (weights, per-seat rate limits) and a campaign's targeting.
+    #[command(subcommand)]
+    Target(target::TargetCommand),
     /// Print the organiser API's OpenAPI document (the same as /api/v1/openapi.json).
     Openapi,
 }
@@ -83,6 +87,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Token(cmd) => token::run(&Store::connect(url).await?, cmd).await,
         Command::Report(args) => report::run(&Store::connect(url).await?, args).await,
+        Command::Target(cmd) => target::run(&Store::connect(url).await?, cmd).await,
         Command::Openapi => {
             out(serde_json::to_string_pretty(&http::openapi_document())?)?;
             Ok(ExitCode::SUCCESS)

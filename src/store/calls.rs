@@ -11,6 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Backend, Result, Store, StoreError, Tx};
+use crate::domain::targeting::{SeatLimit, local_day, stride};
 use crate::domain::{CallingHours, Disposition, PhoneNumber, RetryPolicy};
 
 /// Attempt states. Open ones hold the member (and the volunteer) until they end.
@@ -81,6 +82,18 @@ pub struct ClaimRequest<'a> {
     pub now: Timestamp,
     /// How long the lease lasts without activity before the sweeper may take it back.
     pub lease_millis: i64,
+    /// Which clock the per-seat rate limits use.
+    pub rate_clock: RateClock,
+}
+
+/// The clock per-seat rate limits are measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateClock {
+    /// The database's own clock on PostgreSQL (one clock for every instance); `now` on
+    /// SQLite, where there is one process.
+    Database,
+    /// The request's `now` (tests and the simulator's manual clock).
+    Request,
 }
 
 #[derive(Debug, Clone)]
@@ -153,11 +166,12 @@ impl Store {
     /// numbers go in as `suppressed`, so a later re-opt-in brings them back. Cheap to
     /// repeat: members already queued are skipped by the unique key.
     pub async fn enqueue_campaign(&self, campaign_id: i64, now: i64) -> Result<u64> {
+        let targeting = self.targeting(campaign_id).await?;
         let mut tx = self.begin_write().await?;
         let added = sqlx::query(
             "insert into call_queue (campaign_id, member_id, seat_id, phone, time_zone, \
                priority, state, queued_at, updated_at) \
-             select $1, m.id, m.seat_id, m.phone, s.time_zone, s.is_target, \
+             select $1, m.id, m.seat_id, m.phone, s.time_zone, 0, \
                case when exists (select 1 from suppressions x where x.phone = m.phone) \
                     then 'suppressed' else 'ready' end, $2, $2 \
              from members m join seats s on s.id = m.seat_id \
@@ -178,8 +192,6 @@ impl Store {
                seat_id = (select m.seat_id from members m where m.id = call_queue.member_id), \
                time_zone = (select s.time_zone from members m join seats s on s.id = m.seat_id \
                             where m.id = call_queue.member_id), \
-               priority = (select s.is_target from members m join seats s on s.id = m.seat_id \
-                           where m.id = call_queue.member_id), \
                state = case when exists (select 1 from members m join suppressions x \
                                          on x.phone = m.phone where m.id = call_queue.member_id) \
                             then 'suppressed' else 'ready' end, \
@@ -192,6 +204,9 @@ impl Store {
         .bind(now)
         .execute(&mut *tx)
         .await?;
+        super::targeting::ensure_schedule(&mut tx, campaign_id).await?;
+        super::targeting::apply_priorities(&mut tx, self.backend, campaign_id, &targeting, false)
+            .await?;
         tx.commit().await?;
         Ok(added)
     }
@@ -273,71 +288,193 @@ impl Store {
         zones: &[&String],
         now: i64,
     ) -> std::result::Result<Option<i64>, ClaimRace> {
-        let zones = serde_json::to_string(zones).map_err(|e| ClaimRace::Failed(e.into()))?;
+        let targeting = self.targeting(req.campaign_id).await?;
+        let zones_json = serde_json::to_string(zones).map_err(|e| ClaimRace::Failed(e.into()))?;
         let mut tx = self.begin_write().await.map_err(ClaimRace::from)?;
-        let sql = match self.backend {
-            // SKIP LOCKED: concurrent claims walk past each other's rows instead of
-            // queueing behind them.
-            Backend::Postgres => {
-                "with next as ( \
-                   select q.id from call_queue q \
-                   where q.campaign_id = $1 and q.state = 'ready' and q.not_before <= $2 \
-                     and q.time_zone in (select json_array_elements_text($3::json)) \
-                     and not exists (select 1 from suppressions s where s.phone = q.phone) \
-                     and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
-                                     and o.phone = q.phone and o.state = 'leased') \
-                   order by q.priority desc, q.not_before, q.id \
-                   limit 1 for update skip locked) \
-                 update call_queue q set state = 'leased', attempts = q.attempts + 1, updated_at = $2 \
-                 from next where q.id = next.id \
-                 returning q.id, q.member_id, q.seat_id"
-            }
-            // One statement under BEGIN IMMEDIATE: the single writer is the lock.
-            Backend::Sqlite => {
-                "update call_queue set state = 'leased', attempts = attempts + 1, updated_at = $2 \
-                 where id = (select q.id from call_queue q \
-                   where q.campaign_id = $1 and q.state = 'ready' and q.not_before <= $2 \
-                     and q.time_zone in (select value from json_each($3)) \
-                     and not exists (select 1 from suppressions s where s.phone = q.phone) \
-                     and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
-                                     and o.phone = q.phone and o.state = 'leased') \
-                   order by q.priority desc, q.not_before, q.id limit 1) \
-                 returning id, member_id, seat_id"
-            }
+        // Rate limits run on the database's clock on PostgreSQL, so instances with
+        // skewed clocks still share one budget; a test's manual clock overrides it.
+        let rate_now: i64 = match (self.backend, req.rate_clock) {
+            (Backend::Postgres, RateClock::Database) => sqlx::query_scalar(
+                "select cast(floor(extract(epoch from clock_timestamp()) * 1000) as bigint)",
+            )
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ClaimRace::from)?,
+            _ => now,
         };
-        let row = sqlx::query(sql)
+        let zone_list = match self.backend {
+            Backend::Postgres => "select json_array_elements_text($2::json)",
+            Backend::Sqlite => "select value from json_each($2)",
+        };
+        // Seats with someone ready, in the order they should be served: targets first
+        // (unless blended), then by the stride scheduler's pass. One index probe per
+        // seat: bounded by the number of seats, never by the number of members.
+        let sql = format!(
+            "select ss.seat_id, ss.pass, ss.tat, ss.day, ss.day_count, s.time_zone, s.weight, \
+               s.rate_per_hour, s.burst, s.daily_cap \
+             from seat_schedule ss join seats s on s.id = ss.seat_id \
+             where ss.campaign_id = $1 and s.weight > 0 and s.time_zone in ({zone_list}) \
+               and (s.is_target = 1 or $3 <> 'exclude') \
+               and exists (select 1 from call_queue q where q.campaign_id = $1 \
+                           and q.seat_id = ss.seat_id and q.state = 'ready' and q.not_before <= $4) \
+             order by case when $3 = 'blend' then 0 else s.is_target end desc, ss.pass, ss.seat_id"
+        );
+        let seats = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(req.campaign_id)
+            .bind(&zones_json)
+            .bind(targeting.non_targets.as_str())
             .bind(now)
-            .bind(zones)
-            .fetch_optional(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
             .map_err(ClaimRace::from)?;
-        let Some(row) = row else {
-            tx.commit().await.map_err(ClaimRace::from)?;
-            return Ok(None);
+        let pick = match self.backend {
+            Backend::Postgres => {
+                "select q.id, q.member_id from call_queue q \
+                 where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
+                   and q.not_before <= $3 \
+                   and not exists (select 1 from suppressions x where x.phone = q.phone) \
+                   and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
+                                   and o.phone = q.phone and o.state = 'leased') \
+                 order by q.priority desc, q.not_before, q.id limit 1 for update skip locked"
+            }
+            Backend::Sqlite => {
+                "select q.id, q.member_id from call_queue q \
+                 where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
+                   and q.not_before <= $3 \
+                   and not exists (select 1 from suppressions x where x.phone = q.phone) \
+                   and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
+                                   and o.phone = q.phone and o.state = 'leased') \
+                 order by q.priority desc, q.not_before, q.id limit 1"
+            }
         };
-        let queue_id: i64 = row.try_get("id").map_err(ClaimRace::from)?;
-        let member_id: i64 = row.try_get("member_id").map_err(ClaimRace::from)?;
-        let seat_id: i64 = row.try_get("seat_id").map_err(ClaimRace::from)?;
-        let id: i64 = sqlx::query_scalar(
-            "insert into contact_attempts (campaign_id, member_id, volunteer_id, seat_id, \
-               state, lease_token, lease_expires_at, created_at, session_id, queue_id) \
-             values ($1, $2, $3, $4, 'leased', $5, $6, $7, $8, $9) returning id",
-        )
-        .bind(req.campaign_id)
-        .bind(member_id)
-        .bind(req.volunteer_id)
-        .bind(seat_id)
-        .bind(format!("{:032x}", rand::random::<u128>()))
-        .bind(now + req.lease_millis)
-        .bind(now)
-        .bind(req.session_id)
-        .bind(queue_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(ClaimRace::from)?;
+        let mut empty: Vec<i64> = Vec::new();
+        for seat in &seats {
+            let seat_id: i64 = seat.try_get("seat_id").map_err(ClaimRace::from)?;
+            let pass: i64 = seat.try_get("pass").map_err(ClaimRace::from)?;
+            let tat: i64 = seat.try_get("tat").map_err(ClaimRace::from)?;
+            let day: i64 = seat.try_get("day").map_err(ClaimRace::from)?;
+            let day_count: i64 = seat.try_get("day_count").map_err(ClaimRace::from)?;
+            let zone: String = seat.try_get("time_zone").map_err(ClaimRace::from)?;
+            let weight: i64 = seat.try_get("weight").map_err(ClaimRace::from)?;
+            let cap: Option<i64> = seat.try_get("daily_cap").map_err(ClaimRace::from)?;
+            let limit = SeatLimit::new(
+                seat.try_get("rate_per_hour").map_err(ClaimRace::from)?,
+                seat.try_get("burst").map_err(ClaimRace::from)?,
+            );
+            let today = local_day(
+                Timestamp::from_millisecond(rate_now).unwrap_or(req.now),
+                &zone,
+            );
+            // Out of budget: skipped, not waited on.
+            if !limit.allows(tat, rate_now) || cap.is_some_and(|c| day == today && day_count >= c) {
+                continue;
+            }
+            let member = sqlx::query(pick)
+                .bind(req.campaign_id)
+                .bind(seat_id)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(ClaimRace::from)?;
+            let Some(member) = member else {
+                empty.push(seat_id);
+                continue;
+            };
+            // The budget, spent atomically: the WHERE re-checks against the latest
+            // committed row, so instances racing for one seat cannot overspend.
+            let spent = sqlx::query(
+                "update seat_schedule set \
+                   tat = (case when tat > $3 then tat else $3 end) + $4, \
+                   pass = pass + $6, \
+                   day_count = case when day = $7 then day_count + 1 else 1 end, \
+                   day = $7 \
+                 where campaign_id = $1 and seat_id = $2 and ($4 = 0 or tat - $5 <= $3) \
+                   and ($8 < 0 or day <> $7 or day_count < $8)",
+            )
+            .bind(req.campaign_id)
+            .bind(seat_id)
+            .bind(rate_now)
+            .bind(limit.interval_ms)
+            .bind(limit.tolerance_ms)
+            .bind(stride(weight))
+            .bind(today)
+            .bind(cap.unwrap_or(-1))
+            .execute(&mut *tx)
+            .await
+            .map_err(ClaimRace::from)?
+            .rows_affected()
+                == 1;
+            if !spent {
+                continue;
+            }
+            let queue_id: i64 = member.try_get("id").map_err(ClaimRace::from)?;
+            let member_id: i64 = member.try_get("member_id").map_err(ClaimRace::from)?;
+            let leased = sqlx::query(
+                "update call_queue set state = 'leased', attempts = attempts + 1, updated_at = $2 \
+                 where id = $1 and state = 'ready'",
+            )
+            .bind(queue_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(ClaimRace::from)?
+            .rows_affected();
+            if leased != 1 {
+                return Err(ClaimRace::Race);
+            }
+            let id: i64 = sqlx::query_scalar(
+                "insert into contact_attempts (campaign_id, member_id, volunteer_id, seat_id, \
+                   state, lease_token, lease_expires_at, created_at, session_id, queue_id) \
+                 values ($1, $2, $3, $4, 'leased', $5, $6, $7, $8, $9) returning id",
+            )
+            .bind(req.campaign_id)
+            .bind(member_id)
+            .bind(req.volunteer_id)
+            .bind(seat_id)
+            .bind(format!("{:032x}", rand::random::<u128>()))
+            .bind(now + req.lease_millis)
+            .bind(now)
+            .bind(req.session_id)
+            .bind(queue_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(ClaimRace::from)?;
+            tx.commit().await.map_err(ClaimRace::from)?;
+            self.catch_up(req.campaign_id, &empty, pass).await;
+            return Ok(Some(id));
+        }
         tx.commit().await.map_err(ClaimRace::from)?;
-        Ok(Some(id))
+        Ok(None)
+    }
+
+    /// Seats found empty on the way to the one served move up to its pass, so they do
+    /// not head the order at every claim (and rejoin at the current pass when members
+    /// become eligible again). A hint, not a guarantee: done after the claim commits,
+    /// outside its transaction, so it can never deadlock with another claim.
+    async fn catch_up(&self, campaign_id: i64, seats: &[i64], pass: i64) {
+        if seats.is_empty() {
+            return;
+        }
+        let Ok(ids) = serde_json::to_string(seats) else {
+            return;
+        };
+        let list = match self.backend {
+            Backend::Postgres => "select cast(json_array_elements_text($2::json) as bigint)",
+            Backend::Sqlite => "select value from json_each($2)",
+        };
+        let sql = format!(
+            "update seat_schedule set pass = $3 where campaign_id = $1 \
+             and seat_id in ({list}) and pass < $3"
+        );
+        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(campaign_id)
+            .bind(ids)
+            .bind(pass)
+            .execute(&self.pool)
+            .await
+        {
+            tracing::debug!(error = %e, "seat schedule catch-up skipped");
+        }
     }
 
     /// The volunteer pressed the key to dial. Fenced on `leased`: a repeated request

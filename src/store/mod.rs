@@ -14,6 +14,7 @@ pub mod report;
 pub mod seats;
 pub mod sessions;
 pub mod suppressions;
+pub mod targeting;
 pub mod tokens;
 pub mod volunteers;
 

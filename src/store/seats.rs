@@ -57,6 +57,41 @@ pub struct SeatPatch {
     pub time_zone: Option<String>,
 }
 
+impl SeatPatch {
+    /// Bounds an organiser can reasonably mean; a zone must be a real IANA name.
+    pub fn validate(&self) -> std::result::Result<(), Vec<crate::domain::FieldError>> {
+        let mut errors = Vec::new();
+        for (field, value) in [
+            ("weight", self.weight),
+            ("rate_per_hour", self.rate_per_hour),
+            ("burst", self.burst),
+            ("daily_cap", self.daily_cap),
+        ] {
+            if value.is_some_and(|v| !(0..=1_000_000).contains(&v)) {
+                errors.push(crate::domain::FieldError {
+                    field: field.into(),
+                    message: "must be between 0 and 1000000".into(),
+                });
+            }
+        }
+        if let Some(tz) = &self.time_zone
+            && jiff::tz::TimeZone::get(tz).is_err()
+        {
+            errors.push(crate::domain::FieldError {
+                field: "time_zone".into(),
+                message: format!(
+                    "unknown time zone {tz:?} (use an IANA name such as Europe/London)"
+                ),
+            });
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors)
+        }
+    }
+}
+
 /// What matching a member's constituency column needs: code and name to id.
 pub struct SeatIndex {
     by_code: std::collections::HashMap<String, i64>,
@@ -274,7 +309,6 @@ impl Store {
         // Queued members of this seat follow the change at the next claim.
         sqlx::query(
             "update call_queue set \
-               priority = (select is_target from seats s where s.id = call_queue.seat_id), \
                time_zone = (select time_zone from seats s where s.id = call_queue.seat_id) \
              where seat_id = (select id from seats where code = $1)",
         )

@@ -7,6 +7,7 @@ use utoipa::ToSchema;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::domain::targeting::Targeting;
 use crate::domain::{CallingHours, CampaignStatus, FieldError, PhoneNumber, RetryPolicy, Script};
 use crate::http::auth::Organiser;
 use crate::http::error::{AppJson, AppPath, ErrorBody};
@@ -23,6 +24,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(pause_campaign))
         .routes(routes!(finish_campaign))
         .routes(routes!(campaign_report))
+        .routes(routes!(get_targeting, put_targeting))
 }
 
 /// A campaign definition as submitted. Calling hours and retry policy default to
@@ -220,4 +222,36 @@ async fn campaign_report(
         .await
         .map(AppJson)
         .map_err(not_found)
+}
+
+/// How the campaign serves non-target seats and orders members within a seat. Seats'
+/// own targeting (target flag, weight, per-seat limits) is set on `/seats/{code}`.
+#[utoipa::path(get, path = "/campaigns/{id}/targeting", tag = "campaigns", params(("id" = i64, Path)),
+    responses((status = 200, description = "Success", body = Targeting), (status = 404, description = "No such resource", body = ErrorBody)))]
+async fn get_targeting(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<Targeting>> {
+    state
+        .store
+        .targeting(id)
+        .await
+        .map(AppJson)
+        .map_err(not_found)
+}
+
+/// Replace the targeting settings; the next claim follows them (no restart).
+#[utoipa::path(put, path = "/campaigns/{id}/targeting", tag = "campaigns", params(("id" = i64, Path)), request_body = Targeting,
+    responses((status = 200, description = "Success", body = Targeting), (status = 404, description = "No such resource", body = ErrorBody), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
+async fn put_targeting(
+    o: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+    AppJson(t): AppJson<Targeting>,
+) -> ApiResult<AppJson<Targeting>> {
+    t.validate().map_err(ApiError::Invalid)?;
+    let saved = state.store.set_targeting(id, &t).await.map_err(not_found)?;
+    tracing::info!(campaign_id = id, non_targets = t.non_targets.as_str(), actor = %o.token_name, "targeting changed");
+    Ok(AppJson(saved))
 }

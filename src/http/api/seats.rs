@@ -62,31 +62,7 @@ async fn update_seat(
     AppPath(code): AppPath<String>,
     AppJson(patch): AppJson<SeatPatch>,
 ) -> ApiResult<AppJson<Seat>> {
-    let mut errors = Vec::new();
-    for (field, value) in [
-        ("weight", patch.weight),
-        ("rate_per_hour", patch.rate_per_hour),
-        ("burst", patch.burst),
-        ("daily_cap", patch.daily_cap),
-    ] {
-        if value.is_some_and(|v| !(0..=1_000_000).contains(&v)) {
-            errors.push(crate::domain::FieldError {
-                field: field.into(),
-                message: "must be between 0 and 1000000".into(),
-            });
-        }
-    }
-    if let Some(tz) = &patch.time_zone
-        && jiff::tz::TimeZone::get(tz).is_err()
-    {
-        errors.push(crate::domain::FieldError {
-            field: "time_zone".into(),
-            message: format!("unknown time zone {tz:?} (use an IANA name such as Europe/London)"),
-        });
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Invalid(errors));
-    }
+    patch.validate().map_err(ApiError::Invalid)?;
     state
         .store
         .update_seat(&code, &patch)

@@ -18,8 +18,8 @@ use crate::domain::{CampaignStatus, Disposition, PhoneNumber, Pin, Question, Scr
 use crate::http::AppState;
 use crate::store::StoreError;
 use crate::store::calls::{
-    Attempt, AttemptState, ClaimOutcome, ClaimRequest, DialDecision, Finish, dial_disposition,
-    is_final_status,
+    Attempt, AttemptState, ClaimOutcome, ClaimRequest, DialDecision, Finish, RateClock,
+    dial_disposition, is_final_status,
 };
 use crate::store::campaigns::Campaign;
 use crate::store::sessions::{Session, SessionState};
@@ -545,6 +545,10 @@ async fn next(State(state): State<AppState>, Extension(p): Extension<Params>) ->
             hours: &campaign.calling_hours,
             now,
             lease_millis: LEASE_MILLIS,
+            rate_clock: match state.clock {
+                crate::domain::Clock::System => RateClock::Database,
+                crate::domain::Clock::Manual(_) => RateClock::Request,
+            },
         })
         .await?;
     let attempt = match claim {

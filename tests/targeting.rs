@@ -1,0 +1,358 @@
+//! Target seats: weighted shares, per-seat rate limits and daily caps, how non-target
+//! seats are served, member ordering by attribute. Through the store's claim, on SQLite
+//! and PostgreSQL, with a controlled clock.
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::app::campaign_body;
+use common::{import_members_str, load_seats};
+use jiff::{SignedDuration, Timestamp};
+use phonebank::domain::targeting::{NonTargets, SeatLimit, Targeting};
+use phonebank::domain::{CallingHours, CampaignStatus, PhoneNumber, RetryPolicy};
+use phonebank::store::Store;
+use phonebank::store::calls::{ClaimOutcome, ClaimRequest, Finish, RateClock};
+use phonebank::store::campaigns::CampaignSpec;
+use phonebank::store::seats::SeatPatch;
+
+/// Hendon, Finchley, Chipping Barnet; Bristol Central is never a target here.
+const A: &str = "E14001279";
+const B: &str = "E14001238";
+const C: &str = "E14001169";
+const D: &str = "E14001131";
+
+fn t0() -> Timestamp {
+    "2026-12-08T11:00:00Z".parse().unwrap()
+}
+
+/// `per_seat` members in each of A, B, C and D (`membership` alternating full and
+/// supporter), an active campaign, and `volunteers` volunteers with open sessions.
+struct Bank {
+    store: Store,
+    campaign_id: i64,
+    volunteers: Vec<(i64, i64)>,
+    hours: CallingHours,
+    policy: RetryPolicy,
+}
+
+async fn bank(store: Store, per_seat: usize, volunteers: usize) -> Bank {
+    load_seats(&store).await;
+    let blocks = ["+447700900", "+442079460", "+441174960", "+441214960"];
+    let mut csv = String::from("member_id,name,phone,constituency,membership\n");
+    for (s, code) in [A, B, C, D].iter().enumerate() {
+        for i in 0..per_seat {
+            let kind = if i % 2 == 0 { "supporter" } else { "full" };
+            csv.push_str(&format!(
+                "M{s}{i:04},Member {s}-{i},{}{i:03},{code},{kind}\n",
+                blocks[s]
+            ));
+        }
+    }
+    let report = import_members_str(&store, &csv).await;
+    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    let spec = CampaignSpec {
+        name: "Targets".into(),
+        caller_number: PhoneNumber::from_e164("+442079460999").unwrap(),
+        script: serde_json::from_value(campaign_body("x")["script"].clone()).unwrap(),
+        calling_hours: CallingHours::default(),
+        retry_policy: RetryPolicy::default(),
+    };
+    let c = store.create_campaign(&spec).await.unwrap();
+    store
+        .set_campaign_status(c.id, CampaignStatus::Active)
+        .await
+        .unwrap();
+    let mut vs = Vec::new();
+    for i in 0..volunteers {
+        let phone = PhoneNumber::from_e164(&format!("+44113496{i:04}")).unwrap();
+        let v = store
+            .create_volunteer(&format!("V{i}"), &phone, None, "x")
+            .await
+            .unwrap();
+        let s = store
+            .open_session(
+                &format!("CA{i:032}"),
+                phone.as_e164(),
+                v.id,
+                None,
+                t0().as_millisecond(),
+            )
+            .await
+            .unwrap();
+        vs.push((v.id, s.id));
+    }
+    Bank {
+        store,
+        campaign_id: c.id,
+        volunteers: vs,
+        hours: CallingHours::default(),
+        policy: RetryPolicy::default(),
+    }
+}
+
+fn target(weight: i64) -> SeatPatch {
+    SeatPatch {
+        is_target: Some(true),
+        weight: Some(weight),
+        ..SeatPatch::default()
+    }
+}
+
+impl Bank {
+    /// One claim by volunteer `v` at `now` through `store`, finished at once. The seat
+    /// code claimed, or `None` when nobody is claimable.
+    async fn claim_on(&self, store: &Store, v: usize, now: Timestamp) -> Option<String> {
+        let (volunteer_id, session_id) = self.volunteers[v];
+        let req = ClaimRequest {
+            campaign_id: self.campaign_id,
+            volunteer_id,
+            session_id,
+            hours: &self.hours,
+            now,
+            lease_millis: 600_000,
+            rate_clock: RateClock::Request,
+        };
+        let attempt = match store.claim(&req).await.unwrap() {
+            ClaimOutcome::Claimed(a) => a,
+            ClaimOutcome::Empty => return None,
+            ClaimOutcome::OutsideHours => panic!("outside hours at {now}"),
+        };
+        store
+            .finish_attempt(
+                attempt.id,
+                Finish {
+                    disposition: None,
+                    opt_out: false,
+                },
+                &self.policy,
+                now.as_millisecond(),
+            )
+            .await
+            .unwrap();
+        let code: String = sqlx::query_scalar(
+            "select s.code from contact_attempts a join seats s on s.id = a.seat_id where a.id = $1",
+        )
+        .bind(attempt.id)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        Some(code)
+    }
+
+    async fn claim(&self, now: Timestamp) -> Option<String> {
+        self.claim_on(&self.store, 0, now).await
+    }
+
+    async fn targeting(&self, non_targets: NonTargets) {
+        self.store
+            .set_targeting(
+                self.campaign_id,
+                &Targeting {
+                    non_targets,
+                    ..Targeting::default()
+                },
+            )
+            .await
+            .unwrap();
+    }
+}
+
+fn tally(codes: &[Option<String>]) -> HashMap<String, usize> {
+    let mut m = HashMap::new();
+    for c in codes.iter().flatten() {
+        *m.entry(c.clone()).or_default() += 1;
+    }
+    m
+}
+
+both_backends! {
+    async fn weights_three_two_one_split_six_hundred_claims_exactly(store) {
+        let bank = bank(store, 320, 1).await;
+        for (code, w) in [(A, 3), (B, 2), (C, 1)] {
+            bank.store.update_seat(code, &target(w)).await.unwrap();
+        }
+        let mut got = Vec::new();
+        for i in 0..600 {
+            got.push(bank.claim(t0() + SignedDuration::from_secs(i)).await);
+        }
+        let t = tally(&got);
+        assert_eq!((t.get(A), t.get(B), t.get(C), t.get(D)), (Some(&300), Some(&200), Some(&100), None), "{t:?}");
+        // Interleaved, not in blocks: every window of six claims has each seat in it.
+        for w in got.chunks(6) {
+            let t = tally(w);
+            assert_eq!((t.get(A), t.get(B), t.get(C)), (Some(&3), Some(&2), Some(&1)), "{w:?}");
+        }
+    }
+
+    async fn a_seat_out_of_budget_is_skipped_for_another_seat(store) {
+        let bank = bank(store, 40, 6).await;
+        bank.store
+            .update_seat(A, &SeatPatch { rate_per_hour: Some(10), burst: Some(5), ..target(100) })
+            .await
+            .unwrap();
+        bank.store.update_seat(B, &target(1)).await.unwrap();
+        // Six volunteers at the same instant: five from A at once, the sixth elsewhere.
+        let now = t0();
+        let claims: Vec<_> = futures::future::join_all((0..6).map(|v| bank.claim_on(&bank.store, v, now))).await;
+        let t = tally(&claims);
+        assert_eq!((t.get(A), t.get(B)), (Some(&5), Some(&1)), "{claims:?}");
+        // Six minutes later A has budget for one more; then not again until six more.
+        let later = now + SignedDuration::from_mins(6);
+        assert_eq!(bank.claim(later).await.as_deref(), Some(A));
+        assert_eq!(bank.claim(later).await.as_deref(), Some(B));
+        assert_eq!(bank.claim(later + SignedDuration::from_mins(6)).await.as_deref(), Some(A));
+        // A limit change applies at the next claim: lifting it serves A again at once.
+        bank.store.update_seat(A, &SeatPatch { rate_per_hour: Some(0), ..SeatPatch::default() }).await.unwrap();
+        assert_eq!(bank.claim(later + SignedDuration::from_mins(7)).await.as_deref(), Some(A));
+    }
+
+    async fn a_daily_cap_holds_until_the_next_local_day(store) {
+        let bank = bank(store, 20, 1).await;
+        bank.store.update_seat(A, &SeatPatch { daily_cap: Some(3), ..target(100) }).await.unwrap();
+        bank.store.update_seat(B, &target(1)).await.unwrap();
+        let evening: Timestamp = "2026-12-08T19:00:00Z".parse().unwrap();
+        let mut got = Vec::new();
+        for i in 0..5 {
+            got.push(bank.claim(evening + SignedDuration::from_secs(i)).await);
+        }
+        assert_eq!(tally(&got).get(A), Some(&3), "{got:?}");
+        let next_morning: Timestamp = "2026-12-09T10:30:00Z".parse().unwrap();
+        assert_eq!(bank.claim(next_morning).await.as_deref(), Some(A));
+    }
+
+    async fn non_target_seats_are_excluded_a_fallback_or_blended(store) {
+        let bank = bank(store, 4, 1).await;
+        bank.store.update_seat(A, &target(1)).await.unwrap();
+        // Exclude: A's four members, then nobody, although B, C and D have members.
+        bank.targeting(NonTargets::Exclude).await;
+        let mut got = Vec::new();
+        for i in 0..5 {
+            got.push(bank.claim(t0() + SignedDuration::from_secs(i)).await);
+        }
+        assert_eq!(got.iter().flatten().filter(|c| *c == A).count(), 4);
+        assert_eq!(got[4], None, "excluded seats are never served");
+        // Fallback: once targets have nobody eligible, the rest are served.
+        bank.targeting(NonTargets::Fallback).await;
+        let next = bank.claim(t0() + SignedDuration::from_secs(10)).await.unwrap();
+        assert!([B, C, D].contains(&next.as_str()), "{next}");
+    }
+
+    async fn blended_non_targets_take_their_weighted_share(store) {
+        let bank = bank(store, 30, 1).await;
+        bank.store.update_seat(A, &target(2)).await.unwrap();
+        bank.targeting(NonTargets::Blend).await;
+        let mut got = Vec::new();
+        for i in 0..50 {
+            got.push(bank.claim(t0() + SignedDuration::from_secs(i)).await);
+        }
+        let t = tally(&got);
+        // A weighs 2, each of B, C, D weighs 1: 2/5 of the claims, within one.
+        assert!((19..=21).contains(t.get(A).unwrap()), "{t:?}");
+        for code in [B, C, D] {
+            assert!((9..=11).contains(t.get(code).unwrap()), "{t:?}");
+        }
+    }
+
+    async fn members_are_ordered_by_attribute_weight_within_a_seat(store) {
+        let bank = bank(store, 10, 1).await;
+        bank.store.update_seat(A, &target(1)).await.unwrap();
+        bank.targeting(NonTargets::Exclude).await;
+        let t = Targeting {
+            non_targets: NonTargets::Exclude,
+            attribute: Some("membership".into()),
+            attribute_weights: [("full".to_owned(), 2)].into(),
+        };
+        bank.store.set_targeting(bank.campaign_id, &t).await.unwrap();
+        let mut kinds = Vec::new();
+        for i in 0..10 {
+            bank.claim(t0() + SignedDuration::from_secs(i)).await.unwrap();
+            let kind: String = sqlx::query_scalar(
+                "select m.attributes from contact_attempts a join members m on m.id = a.member_id \
+                 order by a.id desc limit 1",
+            )
+            .fetch_one(bank.store.pool())
+            .await
+            .unwrap();
+            kinds.push(kind.contains("\"full\""));
+        }
+        assert_eq!(kinds, [true, true, true, true, true, false, false, false, false, false]);
+    }
+
+    async fn a_weight_change_applies_at_the_next_claim(store) {
+        let bank = bank(store, 60, 1).await;
+        bank.store.update_seat(A, &target(1)).await.unwrap();
+        bank.store.update_seat(B, &target(1)).await.unwrap();
+        for i in 0..10 {
+            bank.claim(t0() + SignedDuration::from_secs(i)).await;
+        }
+        bank.store.update_seat(B, &target(9)).await.unwrap();
+        let mut got = Vec::new();
+        for i in 0..20 {
+            got.push(bank.claim(t0() + SignedDuration::from_secs(100 + i)).await);
+        }
+        let t = tally(&got);
+        assert_eq!((t.get(A), t.get(B)), (Some(&2), Some(&18)), "{t:?}");
+    }
+}
+
+/// Two servers on one PostgreSQL database claim for one rate-limited seat at random
+/// moments: together they admit exactly what one GCRA model admits, never more than
+/// burst + elapsed / interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_one_seat_budget() {
+    let Some((first, url)) = common::postgres_url().await else {
+        return;
+    };
+    let second = Store::connect(Some(&url)).await.unwrap();
+    let bank = bank(first, 250, 2).await;
+    let (rate, burst) = (12, 4);
+    bank.store
+        .update_seat(
+            A,
+            &SeatPatch {
+                rate_per_hour: Some(rate),
+                burst: Some(burst),
+                ..target(1)
+            },
+        )
+        .await
+        .unwrap();
+    let limit = SeatLimit::new(Some(rate), Some(burst));
+    let stores = [bank.store.clone(), second];
+    let mut rng: u64 = 0x5eed;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let (mut now, mut tat, mut admitted) = (t0(), 0i64, Vec::new());
+    for step in 0..300 {
+        now += SignedDuration::from_secs((next() % 120) as i64);
+        let which = (next() % 2) as usize;
+        let got = bank.claim_on(&stores[which], which, now).await;
+        let expect = limit.allows(tat, now.as_millisecond());
+        if expect {
+            tat = limit.next_tat(tat, now.as_millisecond());
+        }
+        assert_eq!(
+            got.as_deref() == Some(A),
+            expect,
+            "step {step} at {now} on instance {which}"
+        );
+        if expect {
+            admitted.push(now.as_millisecond());
+        }
+    }
+    for (i, start) in admitted.iter().enumerate() {
+        for (j, end) in admitted.iter().enumerate().skip(i) {
+            assert!(((j - i + 1) as i64) <= burst + (end - start) / limit.interval_ms);
+        }
+    }
+    assert!(
+        admitted.len() > 20,
+        "the test exercised the limit: {}",
+        admitted.len()
+    );
+}
