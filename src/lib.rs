@@ -15,6 +15,9 @@
 //! * [`telephony`]: the provider boundary: webhook signatures, TwiML, the REST client.
 //! * [`callback`]: ringing a volunteer through the REST API (call-back sessions).
 //! * [`sweeper`]: periodic housekeeping of idle leases and calls to reconcile.
+//! * [`simulator`]: the carrier as a test double (signed webhooks, TwiML followed,
+//!   REST API served) with simulated volunteers and members and the guarantee checks.
+//! * [`demo`]: `phonebank demo`, an evening of the simulator against real servers.
 //! * [`cli`]: the `phonebank` command line; `main.rs` only calls [`cli::run`].
 //! * [`config`]: settings from flags and environment variables.
 //!
@@ -23,9 +26,11 @@
 pub mod callback;
 pub mod cli;
 pub mod config;
+pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod simulator;
 pub mod store;
 pub mod sweeper;
 pub mod telephony;

@@ -10,12 +10,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use phonenumber::country::Id as Region;
 
 use super::say;
-use crate::import::{ImportReport, Progress, import_members, import_seats};
+use crate::import::{BUNDLED_SEATS, ImportReport, Progress, import_members, import_seats};
 use crate::store::Store;
-
-/// The 650 Westminster seats of 2024, shipped with the binary (House of Commons Library,
-/// Open Parliament Licence v3.0; see `data/SOURCES.md`).
-pub const BUNDLED_SEATS: &str = include_str!("../../data/uk-constituencies-2024.csv");
 
 /// Exit status when the file was read but some rows were rejected, so scripts can tell
 /// "all good" from "look at the report".

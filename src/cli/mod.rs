@@ -1,5 +1,6 @@
 //! The `phonebank` command line. Each subcommand is a thin shell over the library.
 
+mod demo;
 mod import;
 mod report;
 mod target;
@@ -33,6 +34,10 @@ struct Cli {
 enum Command {
     /// Run the HTTP server (organiser API, webhooks, health and metrics).
     Serve(ServeArgs),
+    /// Run an evening of simulated volunteers and members against a real server on this
+    /// machine (SQLite in a temporary file; no account, no network), then print the
+    /// report and the guarantee checks. Exit status 1 if any check fails.
+    Demo(demo::DemoArgs),
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
     /// Import seats or members from CSV.
@@ -77,6 +82,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.db.database_url.as_deref();
     match cli.command {
         Command::Serve(args) => serve(url, Settings::new(&args, &cli.phone), args).await,
+        Command::Demo(args) => demo::run(args).await,
         Command::Migrate => {
             let store = Store::connect(url).await?;
             eprintln!("database is up to date ({:?})", store.backend());

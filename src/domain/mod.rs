@@ -31,6 +31,13 @@ pub enum Clock {
     System,
     /// Milliseconds since the epoch, shared so a test can move it.
     Manual(std::sync::Arc<std::sync::atomic::AtomicI64>),
+    /// Simulated time running `factor` times faster than the wall clock from `origin`
+    /// (the demo's evening in minutes). Every instance given a clone agrees on it.
+    Scaled {
+        origin: jiff::Timestamp,
+        started: std::time::Instant,
+        factor: f64,
+    },
 }
 
 impl Clock {
@@ -40,9 +47,35 @@ impl Clock {
         )))
     }
 
+    /// A clock that starts at `origin` and runs `factor` times faster than real time.
+    pub fn scaled(origin: jiff::Timestamp, factor: f64) -> Self {
+        Self::Scaled {
+            origin,
+            started: std::time::Instant::now(),
+            factor: factor.max(f64::MIN_POSITIVE),
+        }
+    }
+
+    /// True for the wall clock: the one clock every process agrees on, so the database
+    /// may stand in for it.
+    pub fn is_system(&self) -> bool {
+        matches!(self, Self::System)
+    }
+
     pub fn now(&self) -> jiff::Timestamp {
         match self {
             Self::System => jiff::Timestamp::now(),
+            Self::Scaled {
+                origin,
+                started,
+                factor,
+            } => {
+                let elapsed = started.elapsed().as_secs_f64() * factor;
+                jiff::Timestamp::from_millisecond(
+                    origin.as_millisecond() + (elapsed * 1000.0) as i64,
+                )
+                .unwrap_or(*origin)
+            }
             Self::Manual(ms) => {
                 jiff::Timestamp::from_millisecond(ms.load(std::sync::atomic::Ordering::Relaxed))
                     .unwrap_or(jiff::Timestamp::UNIX_EPOCH)

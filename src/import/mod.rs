@@ -10,6 +10,10 @@
 pub mod members;
 pub mod seats;
 
+/// The 650 Westminster seats of 2024, shipped with the binary (House of Commons Library,
+/// Open Parliament Licence v3.0; see `data/SOURCES.md`).
+pub const BUNDLED_SEATS: &str = include_str!("../../data/uk-constituencies-2024.csv");
+
 use std::io::Read;
 
 use serde::Serialize;

@@ -545,9 +545,10 @@ async fn next(State(state): State<AppState>, Extension(p): Extension<Params>) ->
             hours: &campaign.calling_hours,
             now,
             lease_millis: LEASE_MILLIS,
-            rate_clock: match state.clock {
-                crate::domain::Clock::System => RateClock::Database,
-                crate::domain::Clock::Manual(_) => RateClock::Request,
+            rate_clock: if state.clock.is_system() {
+                RateClock::Database
+            } else {
+                RateClock::Request
             },
         })
         .await?;
