@@ -286,8 +286,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
     let mut limits = HashMap::new();
     for (code, name, majority) in &targets {
         let weight = match majority {
-            m if *m < 500 => 3,
-            m if *m < 1000 => 2,
+            m if *m < 100 => 3,
+            m if *m < 300 => 2,
             _ => 1,
         };
         let (rate, burst) = (40, 8);
