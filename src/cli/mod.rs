@@ -58,7 +58,12 @@ enum Command {
 /// Parse the command line, run the command, and turn the outcome into an exit status.
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    // The demo's servers share the terminal with its progress line: only errors.
+    init_tracing(if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "info,sqlx=warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -158,9 +163,9 @@ pub(crate) fn out(line: impl std::fmt::Display) -> std::io::Result<()> {
 
 /// Logs go to stderr (stdout is for `--json` output). `RUST_LOG` filters;
 /// `PHONEBANK_LOG_FORMAT=json` gives one JSON object per line for log shippers.
-fn init_tracing() {
+fn init_tracing(default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

@@ -431,6 +431,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
     let checks = sim.observer.verdict(
         &answers,
         attempts,
+        carrier_traffic.lost_dials.load(Ordering::Relaxed),
         carrier_traffic.failures.load(Ordering::Relaxed),
         &samples,
     );

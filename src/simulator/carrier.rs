@@ -43,7 +43,7 @@ impl Faults {
             duplicate: 0.05,
             reorder: true,
             rest_429: 0.2,
-            rest_500: 0.0,
+            rest_500: 0.05,
             rest_delay: Duration::from_millis(20),
         }
     }
@@ -62,6 +62,9 @@ impl Faults {
 pub struct Traffic {
     pub webhooks: AtomicU64,
     pub duplicates: AtomicU64,
+    /// Duplicated deliveries whose lost first answer held a `<Dial>`: the provider
+    /// never ran it, while the server (rightly) will not dial that attempt again.
+    pub lost_dials: AtomicU64,
     /// Webhooks answered with anything but 2xx, or not answered at all.
     pub failures: AtomicU64,
     pub rest_requests: AtomicU64,
@@ -154,7 +157,10 @@ impl Carrier {
     pub async fn post(&self, url: &str, params: &[(String, String)]) -> Answer {
         if self.faults.duplicate > 0.0 && rand::rng().random_bool(self.faults.duplicate) {
             self.traffic.duplicates.fetch_add(1, Ordering::Relaxed);
-            let _ = self.post_once(url, params).await;
+            let lost = self.post_once(url, params).await;
+            if lost.body.contains("<Dial") {
+                self.traffic.lost_dials.fetch_add(1, Ordering::Relaxed);
+            }
         }
         self.post_once(url, params).await
     }

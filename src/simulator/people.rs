@@ -431,8 +431,9 @@ async fn ask_for_call(sim: &Sim, card: &VolunteerCard) -> Option<(Leg, String)> 
     if answer.status != 200 {
         return None;
     }
-    // The server retries 429s with backoff in real time; allow for it.
-    let placed = tokio::time::timeout(Duration::from_secs(20), rx)
+    // The server retries 429s with backoff in real time; allow for it. A call that
+    // never comes (the REST request failed) means texting again after a break.
+    let placed = tokio::time::timeout(Duration::from_secs(10), rx)
         .await
         .ok()?
         .ok()?;

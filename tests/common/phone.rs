@@ -10,7 +10,6 @@ use phonebank::domain::Clock;
 use phonebank::http::AppState;
 use phonebank::store::Store;
 use phonebank::telephony::signature;
-use quick_xml::events::Event;
 use secrecy::SecretString;
 
 use super::app::{Reply, TestApp};
@@ -46,37 +45,9 @@ pub fn call_sid(n: u64) -> String {
     format!("CA{n:032x}")
 }
 
-/// One element of a TwiML document.
-#[derive(Debug, Clone, Default)]
-pub struct Node {
-    pub name: String,
-    pub attrs: Vec<(String, String)>,
-    pub text: String,
-    pub children: Vec<Node>,
-}
+pub use phonebank::simulator::twiml::Node;
 
-impl Node {
-    pub fn attr(&self, name: &str) -> Option<&str> {
-        self.attrs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// Every `<Say>` text in this subtree.
-    pub fn says(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        if self.name == "Say" {
-            out.push(self.text.clone());
-        }
-        for c in &self.children {
-            out.extend(c.says());
-        }
-        out
-    }
-}
-
-/// A parsed `<Response>` and its raw text.
+/// A parsed `<Response>` and its raw text (the simulator's TwiML reader).
 #[derive(Debug, Clone)]
 pub struct Doc {
     pub raw: String,
@@ -87,48 +58,14 @@ pub struct Doc {
 
 impl Doc {
     pub fn parse(raw: &str) -> Doc {
-        let mut reader = quick_xml::Reader::from_str(raw);
-        let mut stack: Vec<Node> = vec![Node::default()];
-        loop {
-            match reader.read_event().expect("well-formed TwiML") {
-                Event::Start(e) => stack.push(node(&e)),
-                Event::Empty(e) => {
-                    let n = node(&e);
-                    stack.last_mut().unwrap().children.push(n);
-                }
-                Event::Text(t) => {
-                    let text = t.decode().unwrap().into_owned();
-                    let text = quick_xml::escape::unescape(&text).unwrap().into_owned();
-                    stack.last_mut().unwrap().text.push_str(&text);
-                }
-                Event::GeneralRef(r) => {
-                    let name = r.decode().unwrap().into_owned();
-                    let text = quick_xml::escape::unescape(&format!("&{name};"))
-                        .unwrap()
-                        .into_owned();
-                    stack.last_mut().unwrap().text.push_str(&text);
-                }
-                Event::End(_) => {
-                    let n = stack.pop().unwrap();
-                    stack.last_mut().unwrap().children.push(n);
-                }
-                Event::Eof => break,
-                _ => {}
-            }
+        let doc =
+            phonebank::simulator::twiml::Doc::parse(raw).unwrap_or_else(|e| panic!("{e}: {raw}"));
+        let heard = doc.verbs.iter().flat_map(Node::says).collect();
+        Doc {
+            raw: doc.raw,
+            verbs: doc.verbs,
+            heard,
         }
-        let root = stack.pop().unwrap();
-        let response = root
-            .children
-            .into_iter()
-            .find(|n| n.name == "Response")
-            .expect("a <Response> element");
-        let mut doc = Doc {
-            raw: raw.to_owned(),
-            verbs: response.children,
-            heard: Vec::new(),
-        };
-        doc.heard = doc.verbs.iter().flat_map(Node::says).collect();
-        doc
     }
 
     /// Everything heard since the last key press, this document included.
@@ -155,25 +92,6 @@ impl Doc {
     /// The URL the call goes to when nothing is pressed (the verb after `<Gather>`).
     pub fn redirect(&self) -> Option<&str> {
         self.verb("Redirect").map(|r| r.text.as_str())
-    }
-}
-
-fn node(e: &quick_xml::events::BytesStart<'_>) -> Node {
-    Node {
-        name: String::from_utf8_lossy(e.name().as_ref()).into_owned(),
-        attrs: e
-            .attributes()
-            .map(|a| {
-                let a = a.unwrap();
-                (
-                    String::from_utf8_lossy(a.key.as_ref()).into_owned(),
-                    a.normalized_value(quick_xml::XmlVersion::Explicit1_0)
-                        .unwrap()
-                        .into_owned(),
-                )
-            })
-            .collect(),
-        ..Node::default()
     }
 }
 
@@ -430,14 +348,9 @@ impl<'a> Call<'a> {
     /// Every document of the call: a member number may appear only inside `<Number>`.
     pub fn assert_masked(&self, numbers: &[String]) {
         for doc in &self.docs {
-            let mut outside = doc.raw.clone();
-            while let Some(start) = outside.find("<Number") {
-                let end = outside[start..]
-                    .find("</Number>")
-                    .map(|e| start + e + "</Number>".len())
-                    .expect("closed <Number>");
-                outside.replace_range(start..end, "");
-            }
+            let outside = phonebank::simulator::twiml::Doc::parse(&doc.raw)
+                .expect("TwiML")
+                .outside_numbers();
             for n in numbers {
                 let national = format!("0{}", &n[3..]);
                 for form in [n.as_str(), &n[1..], national.as_str()] {
