@@ -14,6 +14,7 @@
 //!   `/readyz`, `/metrics`.
 //! * [`telephony`]: the provider boundary: webhook signatures, TwiML, the REST client.
 //! * [`callback`]: ringing a volunteer through the REST API (call-back sessions).
+//! * [`limits`]: in-process rate limits (API tokens, PIN tries, SMS senders, call pacing).
 //! * [`sweeper`]: periodic housekeeping of idle leases and calls to reconcile.
 //! * [`cli`]: the `phonebank` command line; `main.rs` only calls [`cli::run`].
 //! * [`config`]: settings from flags and environment variables.
@@ -26,6 +27,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod limits;
 pub mod store;
 pub mod sweeper;
 pub mod telephony;
