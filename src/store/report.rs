@@ -245,31 +245,52 @@ impl Store {
         self.get_campaign(campaign_id).await?;
         let now = opts.now.as_millisecond();
         let mut seats: BTreeMap<String, SeatProgress> = BTreeMap::new();
+        // Members per seat from the (seat_id, id) index alone; opt-outs from the
+        // suppression list's side (a probe of members by phone per suppressed number),
+        // so neither reads the members table itself.
         let rows = sqlx::query(
-            "select s.code, s.name, s.is_target, s.weight, s.rate_per_hour, count(m.id) as members, \
-             coalesce(sum(case when x.phone is null then 0 else 1 end), 0) as opted_out \
-             from seats s left join members m on m.seat_id = s.id \
-             left join suppressions x on x.phone = m.phone \
-             group by s.id, s.code, s.name, s.is_target, s.weight, s.rate_per_hour \
-             having count(m.id) > 0 or s.is_target = 1",
+            "select s.code, s.name, s.is_target, s.weight, s.rate_per_hour, \
+               (select count(*) from members m where m.seat_id = s.id) as members \
+             from seats s",
         )
         .fetch_all(&self.pool)
         .await?;
         for r in rows {
+            let members: i64 = r.try_get("members")?;
+            let is_target = r.try_get::<i64, _>("is_target")? != 0;
+            if members == 0 && !is_target {
+                continue;
+            }
             let code: String = r.try_get("code")?;
             seats.insert(
                 code.clone(),
                 SeatProgress {
                     code,
                     name: r.try_get("name")?,
-                    is_target: r.try_get::<i64, _>("is_target")? != 0,
+                    is_target,
                     weight: r.try_get("weight")?,
-                    members: r.try_get("members")?,
-                    opted_out: r.try_get("opted_out")?,
+                    members,
                     rate_per_hour: r.try_get("rate_per_hour")?,
                     ..Default::default()
                 },
             );
+        }
+        // SQLite has no statistics to see that suppressions is the small side: `cross
+        // join` fixes the order there; PostgreSQL plans it from its own statistics.
+        let join = match self.backend {
+            Backend::Postgres => "join",
+            Backend::Sqlite => "cross join",
+        };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select s.code, count(*) as opted_out from suppressions x \
+             {join} members m on m.phone = x.phone join seats s on s.id = m.seat_id group by s.code"
+        )))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in rows {
+            if let Some(seat) = seats.get_mut(&r.try_get::<String, _>("code")?) {
+                seat.opted_out = r.try_get("opted_out")?;
+            }
         }
 
         // Window 0: the whole campaign; window 1: the last hour. (Bounds stay well inside
@@ -539,7 +560,9 @@ impl Store {
             .then(|| gaps.iter().sum::<i64>() as f64 / gaps.len() as f64 / 1000.0);
 
         Ok(LiveFigures {
-            at: now.to_string(),
+            at: Timestamp::from_second(now.as_second())
+                .unwrap_or(now)
+                .to_string(),
             volunteers: VolunteerStates {
                 waiting: total - on_call - keying,
                 on_call,
