@@ -79,12 +79,13 @@ pub struct LimitArgs {
     pub api_rate_per_minute: u32,
 
     /// PIN attempts per hour per caller number, before the database's own count of wrong
-    /// PINs; guards the argon2 check against floods.
-    #[arg(long, env = "PHONEBANK_PIN_ATTEMPTS_PER_HOUR", default_value_t = 60)]
+    /// PINs; guards the argon2 check and the database against floods. Right and wrong
+    /// PINs both count, so it is generous: a volunteer redialling a bad line is not shut out.
+    #[arg(long, env = "PHONEBANK_PIN_ATTEMPTS_PER_HOUR", default_value_t = 120)]
     pub pin_attempts_per_hour: u32,
 
     /// PIN attempts one number may make at once before the hourly rate applies.
-    #[arg(long, env = "PHONEBANK_PIN_BURST", default_value_t = 12)]
+    #[arg(long, env = "PHONEBANK_PIN_BURST", default_value_t = 20)]
     pub pin_burst: u32,
 
     /// Texts per minute per sender number (also the burst); excess texts are dropped,

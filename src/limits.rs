@@ -107,8 +107,8 @@ impl Default for LimitSettings {
     fn default() -> Self {
         Self {
             api_per_minute: 600,
-            pin_per_hour: 60,
-            pin_burst: 12,
+            pin_per_hour: 120,
+            pin_burst: 20,
             sms_per_minute: 5,
             calls_per_second: 1,
             call_wait: Duration::from_secs(5),
