@@ -153,17 +153,24 @@ type Window = (i64, i64);
 /// `to`: (label, start, end).
 pub fn iso_weeks(from: Timestamp, to: Timestamp) -> Vec<(String, Timestamp, Timestamp)> {
     let tz = TimeZone::get(DEFAULT_TIME_ZONE).unwrap_or(TimeZone::UTC);
+    let week = jiff::Span::new().days(7);
     let monday = |t: Timestamp| {
         let date = t.to_zoned_datetime(tz.clone()).date();
         let back = i64::from(date.weekday().to_monday_zero_offset());
         date.checked_sub(jiff::Span::new().days(back))
             .unwrap_or(date)
     };
-    let mut day = monday(from);
     let last = monday(to);
+    // At most MAX_WEEKS, the most recent ones.
+    let mut day = monday(from);
+    if let Ok(earliest) = last.checked_sub(jiff::Span::new().days(7 * (MAX_WEEKS as i64 - 1)))
+        && earliest > day
+    {
+        day = earliest;
+    }
     let mut weeks = Vec::new();
-    while day <= last && weeks.len() < MAX_WEEKS {
-        let Ok(next) = day.checked_add(jiff::Span::new().days(7)) else {
+    while day <= last {
+        let Ok(next) = day.checked_add(week) else {
             break;
         };
         let (Ok(start), Ok(end)) = (
@@ -179,30 +186,6 @@ pub fn iso_weeks(from: Timestamp, to: Timestamp) -> Vec<(String, Timestamp, Time
             end.timestamp(),
         ));
         day = next;
-    }
-    // Keep the most recent weeks if the campaign is older than the cap.
-    if weeks.len() == MAX_WEEKS && day <= last {
-        weeks.clear();
-        let mut d = last;
-        for _ in 0..MAX_WEEKS {
-            if let (Ok(start), Ok(next)) = (
-                d.to_zoned_datetime(tz.clone()),
-                d.checked_add(jiff::Span::new().days(7)),
-            ) && let Ok(end) = next.to_zoned_datetime(tz.clone())
-            {
-                let iso = d.iso_week_date();
-                weeks.push((
-                    format!("{}-W{:02}", iso.year(), iso.week()),
-                    start.timestamp(),
-                    end.timestamp(),
-                ));
-            }
-            match d.checked_sub(jiff::Span::new().days(7)) {
-                Ok(prev) => d = prev,
-                Err(_) => break,
-            }
-        }
-        weeks.reverse();
     }
     weeks
 }
@@ -609,5 +592,9 @@ mod tests {
         // ISO week-years: 1 January 2027 is in 2026-W53.
         let w = iso_weeks(t("2027-01-01T12:00:00Z"), t("2027-01-01T12:00:00Z"));
         assert_eq!(w[0].0, "2026-W53");
+        // A very old campaign: the most recent weeks only.
+        let w = iso_weeks(t("1990-01-01T12:00:00Z"), t("2026-12-08T12:00:00Z"));
+        assert_eq!(w.len(), MAX_WEEKS);
+        assert_eq!(w.last().unwrap().0, "2026-W50");
     }
 }
