@@ -283,3 +283,119 @@ both_backends! {
         assert_eq!(ended, 1);
     }
 }
+
+/// One surveyed member on the database at `url`, then `phonebank report` run as a
+/// separate process against it.
+async fn cli_prints_the_report(store: Store, url: &str) {
+    let bank = bank(store).await;
+    let (mut call, doc) = bank.logged_in(1).await;
+    let dialling = call.press(&doc, "1").await;
+    let (q1, _) = call.run_dial(&dialling, "completed", 60).await;
+    let q2 = call.press(&q1, "1").await;
+    call.press(&q2, "2").await;
+    call.hang_up().await;
+
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_phonebank"))
+            .args(["report", "--campaign", &bank.campaign_id.to_string()])
+            .args(args)
+            .env("DATABASE_URL", url)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("run phonebank");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, table) = run(&[]);
+    assert!(ok, "{table}");
+    assert!(
+        table.contains("contacts") && table.contains("remaining"),
+        "{table}"
+    );
+    assert!(table.contains("support: yes 1"), "{table}");
+    assert!(table.contains("live at"), "{table}");
+
+    let (ok, csv) = run(&["--format", "csv"]);
+    assert!(ok, "{csv}");
+    let mut lines = csv.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    // The original ten columns first, new ones after, then one per answer option.
+    assert_eq!(
+        header[..10],
+        [
+            "code",
+            "name",
+            "target",
+            "weight",
+            "members",
+            "opted_out",
+            "attempts",
+            "reached",
+            "completed",
+            "answers"
+        ]
+    );
+    let totals: Vec<&str> = lines.last().unwrap().split(',').collect();
+    let col = |name: &str| {
+        totals[header
+            .iter()
+            .position(|h| *h == name)
+            .unwrap_or_else(|| panic!("{name} in {header:?}"))]
+    };
+    assert_eq!(totals[0], "ALL");
+    assert_eq!(
+        (
+            col("attempts"),
+            col("contacts"),
+            col("support.yes"),
+            col("help.no")
+        ),
+        ("1", "1", "1", "1")
+    );
+    assert_eq!(col("remaining"), "2", "two Hendon members left");
+
+    let (ok, weekly) = run(&["--weekly", "--format", "csv"]);
+    assert!(ok, "{weekly}");
+    assert!(
+        weekly.starts_with("week,starts_at,code,name,attempts,contacts"),
+        "{weekly}"
+    );
+    assert!(
+        weekly.contains("2026-W50,2026-12-07T00:00:00Z,E14001279,Hendon,1,1,1,2"),
+        "{weekly}"
+    );
+
+    let (ok, json) = run(&["--weekly", "--format", "json"]);
+    assert!(ok, "{json}");
+    let v: Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["totals"]["contacts"], 1);
+    assert!(
+        v["weeks"].as_array().is_some_and(|w| !w.is_empty()),
+        "{json}"
+    );
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phonebank"))
+        .args(["report", "--campaign", "999"])
+        .env("DATABASE_URL", url)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not found"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_report_sqlite() {
+    let path = tempfile::tempdir().unwrap().keep().join("cli.db");
+    let url = format!("sqlite:{}", path.display());
+    let store = Store::connect(Some(&url)).await.unwrap();
+    cli_prints_the_report(store, &url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_prints_the_report_postgres() {
+    if let Some((store, url)) = common::postgres_url().await {
+        cli_prints_the_report(store, &url).await;
+    }
+}

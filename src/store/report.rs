@@ -426,18 +426,27 @@ impl Store {
         seats: &[SeatProgress],
         now: Timestamp,
     ) -> Result<Vec<WeekProgress>> {
-        let first: Option<i64> = sqlx::query_scalar(
-            "select min(t) from (select min(created_at) as t from contact_attempts \
-               where campaign_id = $1 union all \
-             select min(created_at) as t from answers where campaign_id = $1) x",
+        let row = sqlx::query(
+            "select min(lo) as first, max(hi) as last from ( \
+               select min(created_at) as lo, max(created_at) as hi from contact_attempts \
+                 where campaign_id = $1 \
+               union all \
+               select min(created_at) as lo, max(created_at) as hi from answers \
+                 where campaign_id = $1) x",
         )
         .bind(campaign_id)
         .fetch_one(&self.pool)
         .await?;
-        let Some(first) = first.and_then(|ms| Timestamp::from_millisecond(ms).ok()) else {
+        let first: Option<i64> = row.try_get("first")?;
+        let last: Option<i64> = row.try_get("last")?;
+        let (Some(first), Some(last)) = (
+            first.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+            last.and_then(|ms| Timestamp::from_millisecond(ms).ok()),
+        ) else {
             return Ok(Vec::new());
         };
-        let weeks = iso_weeks(first.min(now), now);
+        // Up to now, or to the latest activity if a manual clock put it after now.
+        let weeks = iso_weeks(first.min(now), now.max(last));
         let windows: Vec<Window> = weeks
             .iter()
             .map(|(_, s, e)| (s.as_millisecond(), e.as_millisecond()))
