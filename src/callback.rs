@@ -33,6 +33,10 @@ pub enum CallbackError {
     NoActiveCampaign,
     #[error("more than one campaign is active: say which")]
     CampaignAmbiguous,
+    /// Too many calls are being placed for the account right now: nothing was sent and
+    /// nothing recorded, so the same request may be made again after `retry_after`.
+    #[error("too many calls are being placed right now; try again shortly")]
+    Busy { retry_after: std::time::Duration },
     /// The provider answered and did not place the call; the request is `failed`.
     #[error("{0}")]
     Provider(RestError, CallbackRequest),
@@ -87,6 +91,13 @@ pub async fn request_callback(
                 .await?;
             metrics::counter!("phonebank_callbacks_total", "result" => "placed").increment(1);
             Ok(store.callback(request.id).await?)
+        }
+        Err(RestError::Paced { retry_after }) => {
+            // Never sent: forget the request, so a retry with the same idempotency key
+            // places the call instead of replaying a refusal.
+            store.discard_pending_callback(request.id).await?;
+            metrics::counter!("phonebank_callbacks_total", "result" => "paced").increment(1);
+            Err(CallbackError::Busy { retry_after })
         }
         Err(RestError::Uncertain(message)) => {
             tracing::warn!(callback_id = request.id, %message, "call-back outcome unknown");

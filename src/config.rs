@@ -66,6 +66,54 @@ pub struct ServeArgs {
     /// Seconds before a request is abandoned with 408 (uploads get ten times as long).
     #[arg(long, env = "PHONEBANK_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout_secs: u64,
+
+    #[command(flatten)]
+    pub limits: LimitArgs,
+}
+
+/// In-process rate limits (`crate::limits`); 0 turns one off.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Organiser API requests per minute per bearer token (also the burst); more get 429.
+    #[arg(long, env = "PHONEBANK_API_RATE_PER_MINUTE", default_value_t = 600)]
+    pub api_rate_per_minute: u32,
+
+    /// PIN attempts per hour per caller number, before the database's own count of wrong
+    /// PINs; guards the argon2 check and the database against floods. Right and wrong
+    /// PINs both count, so it is generous: a volunteer redialling a bad line is not shut out.
+    #[arg(long, env = "PHONEBANK_PIN_ATTEMPTS_PER_HOUR", default_value_t = 120)]
+    pub pin_attempts_per_hour: u32,
+
+    /// PIN attempts one number may make at once before the hourly rate applies.
+    #[arg(long, env = "PHONEBANK_PIN_BURST", default_value_t = 20)]
+    pub pin_burst: u32,
+
+    /// Texts per minute per sender number (also the burst); excess texts are dropped,
+    /// opt-outs never are.
+    #[arg(long, env = "PHONEBANK_SMS_PER_SENDER_PER_MINUTE", default_value_t = 5)]
+    pub sms_per_sender_per_minute: u32,
+
+    /// Calls created through the provider's REST API per second for the account (the
+    /// provider's default is 1; raise it if your account allows more).
+    #[arg(long, env = "PHONEBANK_CALLS_PER_SECOND", default_value_t = 1)]
+    pub calls_per_second: u32,
+
+    /// Seconds a call-back may wait for a call slot before it is refused unsent.
+    #[arg(long, env = "PHONEBANK_CALL_PACING_WAIT", default_value_t = 5)]
+    pub call_pacing_wait_secs: u64,
+}
+
+impl LimitArgs {
+    pub fn settings(&self) -> crate::limits::LimitSettings {
+        crate::limits::LimitSettings {
+            api_per_minute: self.api_rate_per_minute,
+            pin_per_hour: self.pin_attempts_per_hour,
+            pin_burst: self.pin_burst,
+            sms_per_minute: self.sms_per_sender_per_minute,
+            calls_per_second: self.calls_per_second,
+            call_wait: std::time::Duration::from_secs(self.call_pacing_wait_secs),
+        }
+    }
 }
 
 /// What the running application needs, independent of where it came from (tests build
@@ -80,6 +128,8 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub max_upload_bytes: usize,
     pub request_timeout: std::time::Duration,
+    /// In-process rate limits.
+    pub limits: crate::limits::LimitSettings,
 }
 
 impl Settings {
@@ -105,6 +155,7 @@ impl Settings {
             max_body_bytes: serve.max_body_bytes,
             max_upload_bytes: serve.max_upload_bytes,
             request_timeout: std::time::Duration::from_secs(serve.request_timeout_secs),
+            limits: serve.limits.settings(),
         }
     }
 }
@@ -120,6 +171,7 @@ impl Default for Settings {
             max_body_bytes: 1024 * 1024,
             max_upload_bytes: 256 * 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
+            limits: crate::limits::LimitSettings::default(),
         }
     }
 }

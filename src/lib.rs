@@ -14,6 +14,7 @@
 //!   `/readyz`, `/metrics`.
 //! * [`telephony`]: the provider boundary: webhook signatures, TwiML, the REST client.
 //! * [`callback`]: ringing a volunteer through the REST API (call-back sessions).
+//! * [`limits`]: in-process rate limits (API tokens, PIN tries, SMS senders, call pacing).
 //! * [`sweeper`]: periodic housekeeping of idle leases and calls to reconcile.
 //! * [`simulator`]: the carrier as a test double (signed webhooks, TwiML followed,
 //!   REST API served) with simulated volunteers and members and the guarantee checks.
@@ -30,6 +31,7 @@ pub mod demo;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod limits;
 pub mod simulator;
 pub mod store;
 pub mod sweeper;

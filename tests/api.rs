@@ -227,7 +227,7 @@ both_backends! {
             "GET /api/v1/seats", "GET /api/v1/seats/{code}", "PATCH /api/v1/seats/{code}",
             "GET /api/v1/campaigns", "POST /api/v1/campaigns", "GET /api/v1/campaigns/{id}",
             "PUT /api/v1/campaigns/{id}", "DELETE /api/v1/campaigns/{id}", "POST /api/v1/campaigns/{id}/start",
-            "POST /api/v1/campaigns/{id}/pause", "POST /api/v1/campaigns/{id}/finish", "GET /api/v1/campaigns/{id}/report",
+            "POST /api/v1/campaigns/{id}/pause", "POST /api/v1/campaigns/{id}/finish", "GET /api/v1/campaigns/{id}/report", "GET /api/v1/campaigns/{id}/report/live",
             "GET /api/v1/campaigns/{id}/targeting", "PUT /api/v1/campaigns/{id}/targeting",
             "POST /api/v1/members/import", "GET /api/v1/members/{member_id}", "POST /api/v1/members/lookup",
             "GET /api/v1/volunteers", "POST /api/v1/volunteers", "GET /api/v1/volunteers/{id}",

@@ -136,8 +136,11 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
     tracing::info!(address = %listener.local_addr()?, "listening");
     let state = AppState::new(store.clone(), settings);
     let sweeper = crate::sweeper::spawn(state.clone(), std::time::Duration::from_secs(30));
+    let limits =
+        crate::limits::spawn_housekeeping(state.limits.clone(), std::time::Duration::from_secs(60));
     http::serve(state, listener, http::shutdown_signal()).await?;
     sweeper.abort();
+    limits.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

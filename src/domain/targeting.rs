@@ -101,9 +101,10 @@ impl Targeting {
 }
 
 /// Stride scheduling: a seat's pass advances by `STRIDE / weight` each time it is
-/// served, and the seat with the lowest pass is served next. Over any run of claims the
-/// seats' shares match their weights to within one claim each; it is deterministic, and
-/// its state is one integer per seat, so it lives in the database beside the claim.
+/// served, and the seat with the lowest next pass (pass + stride) is served next. Over
+/// any run of claims the seats' shares match their weights to within one claim each;
+/// it is deterministic, and its state is one integer per seat, so it lives in the
+/// database beside the claim.
 /// 720720 is divisible by every weight up to 16, so small weights step exactly.
 pub const STRIDE: i64 = 720_720 << 20;
 

@@ -30,12 +30,14 @@ impl FromRequestParts<AppState> for Organiser {
         if !scheme.eq_ignore_ascii_case("bearer") || !token.trim().starts_with(ApiToken::PREFIX) {
             return Err(ApiError::Unauthorized);
         }
-        match state
-            .store
-            .authenticate(&ApiToken::from_header(token.trim()))
-            .await?
-        {
-            Some(token_name) => Ok(Self { token_name }),
+        let token = ApiToken::from_header(token.trim());
+        match state.store.authenticate(&token).await? {
+            Some(token_name) => {
+                // Keyed on the digest of a token known to be live, so the limiter's keys
+                // are bounded by the tokens issued.
+                state.limits.check_api(&token.digest())?;
+                Ok(Self { token_name })
+            }
             None => {
                 tracing::info!("rejected an unknown or revoked API token");
                 Err(ApiError::Unauthorized)

@@ -37,6 +37,12 @@ pub enum ApiError {
         code: &'static str,
         message: String,
     },
+    /// Over a rate limit: 429 with `Retry-After` (whole seconds).
+    #[error("{message}")]
+    RateLimited {
+        retry_after: std::time::Duration,
+        message: String,
+    },
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -50,7 +56,8 @@ pub struct ErrorBody {
 #[derive(Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable, machine-readable: `unauthorized`, `not_found`, `malformed_json`,
-    /// `invalid_body`, `invalid_fields`, `invalid_phone`, `conflict` codes, ...
+    /// `invalid_body`, `invalid_fields`, `invalid_phone`, `conflict` codes,
+    /// `rate_limited` (429, with a `Retry-After` header), ...
     pub code: String,
     pub message: String,
     /// Per-field problems, for `invalid_fields`.
@@ -90,6 +97,7 @@ impl ApiError {
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Upstream { status, .. } => *status,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -104,6 +112,7 @@ impl ApiError {
             Self::Invalid(_) => "invalid_fields",
             Self::PayloadTooLarge(_) => "payload_too_large",
             Self::UnsupportedMediaType(_) => "unsupported_media_type",
+            Self::RateLimited { .. } => "rate_limited",
             Self::Internal(_) => "internal_error",
         }
     }
@@ -116,6 +125,15 @@ impl IntoResponse for ApiError {
             tracing::error!(error.cause_chain = ?e, error.message = %e, "request failed");
         }
         let status = self.status();
+        let retry_after = match &self {
+            Self::RateLimited { retry_after, .. } => Some(
+                crate::limits::Limited {
+                    retry_after: *retry_after,
+                }
+                .retry_after_secs(),
+            ),
+            _ => None,
+        };
         let body = ErrorBody {
             error: ErrorDetail {
                 code: self.code().to_owned(),
@@ -127,6 +145,11 @@ impl IntoResponse for ApiError {
             },
         };
         let mut response = (status, Json(body)).into_response();
+        if let Some(secs) = retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(secs));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -134,6 +157,15 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+impl From<crate::limits::Limited> for ApiError {
+    fn from(l: crate::limits::Limited) -> Self {
+        Self::RateLimited {
+            retry_after: l.retry_after,
+            message: format!("too many requests: try again in {} s", l.retry_after_secs()),
+        }
     }
 }
 

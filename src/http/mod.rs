@@ -49,16 +49,19 @@ pub struct AppState {
     pub clock: crate::domain::Clock,
     /// The provider's REST API, when credentials are configured.
     pub rest: Option<crate::telephony::RestClient>,
+    /// In-process rate limits (`crate::limits`); the REST client shares `limits.calls`.
+    pub limits: crate::limits::Limits,
 }
 
 impl AppState {
     pub fn new(store: Store, settings: Settings) -> Self {
+        let limits =
+            crate::limits::Limits::new(&settings.limits, crate::limits::LimitClock::system());
         let rest = match (&settings.account_sid, &settings.auth_token) {
-            (Some(sid), Some(token)) => Some(crate::telephony::RestClient::new(
-                &settings.api_base,
-                sid,
-                token.clone(),
-            )),
+            (Some(sid), Some(token)) => Some(
+                crate::telephony::RestClient::new(&settings.api_base, sid, token.clone())
+                    .with_pacer(limits.calls.clone()),
+            ),
             _ => None,
         };
         Self {
@@ -67,7 +70,16 @@ impl AppState {
             metrics: metrics_handle(),
             clock: crate::domain::Clock::System,
             rest,
+            limits,
         }
+    }
+
+    /// Replace the limiters (tests use a manual [`crate::limits::LimitClock`]); the REST
+    /// client follows.
+    pub fn with_limits(mut self, limits: crate::limits::Limits) -> Self {
+        self.rest = self.rest.map(|r| r.with_pacer(limits.calls.clone()));
+        self.limits = limits;
+        self
     }
 
     pub fn with_clock(mut self, clock: crate::domain::Clock) -> Self {
@@ -76,7 +88,7 @@ impl AppState {
     }
 
     pub fn with_rest(mut self, rest: crate::telephony::RestClient) -> Self {
-        self.rest = Some(rest);
+        self.rest = Some(rest.with_pacer(self.limits.calls.clone()));
         self
     }
 }

@@ -11,7 +11,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Backend, Result, Store, StoreError, Tx};
-use crate::domain::targeting::{SeatLimit, local_day, stride};
+use crate::domain::targeting::{STRIDE, SeatLimit, local_day, stride};
 use crate::domain::{CallingHours, Disposition, PhoneNumber, RetryPolicy};
 
 /// Attempt states. Open ones hold the member (and the volunteer) until they end.
@@ -307,8 +307,10 @@ impl Store {
             Backend::Sqlite => "select value from json_each($2)",
         };
         // Seats with someone ready, in the order they should be served: targets first
-        // (unless blended), then by the stride scheduler's pass. One index probe per
-        // seat: bounded by the number of seats, never by the number of members.
+        // (unless blended), then by the stride scheduler's next pass (pass + stride, the
+        // classic "virtual finish time"), so at a tie the heavier seat goes first and
+        // concurrent claimers, who all read the same passes, all start at it. One index
+        // probe per seat: bounded by the number of seats, never by the number of members.
         let sql = format!(
             "select ss.seat_id, ss.pass, ss.tat, ss.day, ss.day_count, s.time_zone, s.weight, \
                s.rate_per_hour, s.burst, s.daily_cap \
@@ -317,7 +319,8 @@ impl Store {
                and (s.is_target = 1 or $3 <> 'exclude') \
                and exists (select 1 from call_queue q where q.campaign_id = $1 \
                            and q.seat_id = ss.seat_id and q.state = 'ready' and q.not_before <= $4) \
-             order by case when $3 = 'blend' then 0 else s.is_target end desc, ss.pass, ss.seat_id"
+             order by case when $3 = 'blend' then 0 else s.is_target end desc, \
+               ss.pass + {STRIDE} / s.weight, ss.seat_id"
         );
         let seats = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(req.campaign_id)

@@ -239,6 +239,16 @@ impl Store {
         row.as_ref().map(callback_from_row).transpose()
     }
 
+    /// Remove a call-back request that was never sent to the provider (still
+    /// `pending`), so its idempotency key can be used again.
+    pub async fn discard_pending_callback(&self, id: i64) -> Result<()> {
+        sqlx::query("delete from callback_requests where id = $1 and status = 'pending'")
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     pub async fn update_callback(
         &self,
         id: i64,

@@ -5,6 +5,10 @@
 //! connect at all. A 5xx or a timeout after the request was sent may have created the
 //! call; it is reported as [`RestError::Uncertain`] and never retried, so one request
 //! never rings a volunteer twice.
+//!
+//! Every request to create a call first waits for a slot of the account's calls per
+//! second ([`crate::limits::Pacer`]); one that would wait too long is refused unsent
+//! ([`RestError::Paced`]).
 
 use std::time::Duration;
 
@@ -21,6 +25,8 @@ pub struct RestClient {
     /// Attempts for retry-safe failures, and the first backoff (doubled each time).
     max_attempts: u32,
     backoff: Duration,
+    /// Calls per second for the account, shared by every clone of this client.
+    pacer: crate::limits::Pacer,
 }
 
 impl std::fmt::Debug for RestClient {
@@ -71,6 +77,10 @@ pub enum RestError {
     /// unreadable answer). Not retried: a second call could ring the volunteer twice.
     #[error("provider outcome unknown: {0}")]
     Uncertain(String),
+    /// Not sent: the account's calls-per-second budget had no slot within the wait
+    /// allowed. Nothing was created; safe to try again after `retry_after`.
+    #[error("too many calls being placed: try again in {retry_after:?}")]
+    Paced { retry_after: Duration },
     /// Retry-safe failures persisted through every attempt.
     #[error("provider unavailable after {attempts} attempts: {last}")]
     Unavailable { attempts: u32, last: String },
@@ -100,6 +110,7 @@ impl RestClient {
             token,
             max_attempts: 4,
             backoff: Duration::from_millis(250),
+            pacer: crate::limits::Pacer::unlimited(),
         }
     }
 
@@ -110,6 +121,12 @@ impl RestClient {
             .timeout(timeout)
             .build()
             .expect("reqwest client with rustls");
+        self
+    }
+
+    /// Pace call creation (the application state hands over its shared pacer).
+    pub fn with_pacer(mut self, pacer: crate::limits::Pacer) -> Self {
+        self.pacer = pacer;
         self
     }
 
@@ -140,6 +157,10 @@ impl RestClient {
         let mut delay = self.backoff;
         let mut last = String::new();
         for attempt in 1..=self.max_attempts {
+            // Every request counts against the account's rate, retries included.
+            self.pacer.acquire().await.map_err(|l| RestError::Paced {
+                retry_after: l.retry_after,
+            })?;
             let sent = self
                 .http
                 .post(&url)

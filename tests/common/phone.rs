@@ -28,6 +28,11 @@ pub fn voice_settings() -> Settings {
         public_url: Some(PUBLIC_URL.into()),
         auth_token: Some(SecretString::from(AUTH_TOKEN)),
         account_sid: Some("AC00000000000000000000000000000000".into()),
+        // Call pacing runs on real time; tests/limits.rs checks it on a manual clock.
+        limits: phonebank::limits::LimitSettings {
+            calls_per_second: 0,
+            ..Default::default()
+        },
         ..Settings::default()
     }
 }

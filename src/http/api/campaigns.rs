@@ -3,18 +3,18 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use serde::Deserialize;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::domain::targeting::Targeting;
 use crate::domain::{CallingHours, CampaignStatus, FieldError, PhoneNumber, RetryPolicy, Script};
 use crate::http::auth::Organiser;
-use crate::http::error::{AppJson, AppPath, ErrorBody};
+use crate::http::error::{AppJson, AppPath, AppQuery, ErrorBody};
 use crate::http::{ApiError, ApiResult, AppState};
 use crate::store::StoreError;
 use crate::store::campaigns::{Campaign, CampaignSpec};
-use crate::store::report::CampaignReport;
+use crate::store::report::{CampaignReport, LiveFigures, ReportOptions};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -24,6 +24,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(pause_campaign))
         .routes(routes!(finish_campaign))
         .routes(routes!(campaign_report))
+        .routes(routes!(campaign_live))
         .routes(routes!(get_targeting, put_targeting))
 }
 
@@ -208,20 +209,50 @@ async fn finish_campaign(
     set_status(&state, &o, id, CampaignStatus::Finished).await
 }
 
-/// Per-seat progress: members, opt-outs, attempts, completions and answers by option.
-#[utoipa::path(get, path = "/campaigns/{id}/report", tag = "campaigns", params(("id" = i64, Path)),
-    responses((status = 200, description = "Success", body = CampaignReport), (status = 404, description = "No such resource", body = ErrorBody)))]
+/// Per-seat progress: members, opt-outs, attempts, contacts, completions, answers by
+/// option, members remaining and attempts in the last hour; live figures for the evening;
+/// with `weekly=true`, the same per ISO week (Monday 00:00 Europe/London).
+#[utoipa::path(get, path = "/campaigns/{id}/report", tag = "campaigns", params(("id" = i64, Path), ReportQuery),
+    responses((status = 200, description = "Success", body = CampaignReport), (status = 400, description = "Malformed request (bad path or query)", body = ErrorBody), (status = 404, description = "No such resource", body = ErrorBody)))]
 async fn campaign_report(
     _: Organiser,
     State(state): State<AppState>,
     AppPath(id): AppPath<i64>,
+    AppQuery(q): AppQuery<ReportQuery>,
 ) -> ApiResult<AppJson<CampaignReport>> {
+    let opts = ReportOptions {
+        now: state.clock.now(),
+        weekly: q.weekly,
+    };
     state
         .store
-        .campaign_report(id)
+        .campaign_report_with(id, opts)
         .await
         .map(AppJson)
         .map_err(not_found)
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+struct ReportQuery {
+    /// Add per-week figures (`weeks`).
+    #[serde(default)]
+    weekly: bool,
+}
+
+/// Live figures only (cheap enough to poll through the evening): volunteers waiting, on
+/// a call or keying answers, their average wait between members, calls per minute.
+#[utoipa::path(get, path = "/campaigns/{id}/report/live", tag = "campaigns", params(("id" = i64, Path)),
+    responses((status = 200, description = "Success", body = LiveFigures), (status = 404, description = "No such resource", body = ErrorBody)))]
+async fn campaign_live(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppPath(id): AppPath<i64>,
+) -> ApiResult<AppJson<LiveFigures>> {
+    state.store.get_campaign(id).await.map_err(not_found)?;
+    Ok(AppJson(
+        state.store.live_figures(id, state.clock.now()).await?,
+    ))
 }
 
 /// How the campaign serves non-target seats and orders members within a seat. Seats'

@@ -57,5 +57,42 @@ pub(super) fn router(settings: &Settings) -> ApiRouter {
         .layer(timeout(settings.request_timeout));
     let uploads = members::upload_router(settings.max_upload_bytes)
         .layer(timeout(settings.request_timeout * 10));
-    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", json.merge(uploads))
+    let mut router =
+        OpenApiRouter::with_openapi(ApiDoc::openapi()).nest("/api/v1", json.merge(uploads));
+    document_rate_limit(router.get_openapi_mut());
+    router
+}
+
+/// Every operation may answer 429 (the per-token limit, `crate::limits`): documented
+/// once here rather than on each handler, so new routes get it too.
+fn document_rate_limit(openapi: &mut utoipa::openapi::OpenApi) {
+    use utoipa::openapi::schema::{Object, Type};
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder, header::Header};
+    let response = ResponseBuilder::new()
+        .description("Too many requests with this token (`rate_limited`)")
+        .header("Retry-After", Header::new(Object::with_type(Type::Integer)))
+        .content(
+            "application/json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("ErrorBody")))
+                .build(),
+        )
+        .build();
+    for item in openapi.paths.paths.values_mut() {
+        for op in [
+            &mut item.get,
+            &mut item.put,
+            &mut item.post,
+            &mut item.delete,
+            &mut item.patch,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            op.responses
+                .responses
+                .entry("429".into())
+                .or_insert_with(|| response.clone().into());
+        }
+    }
 }

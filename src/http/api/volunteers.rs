@@ -233,6 +233,10 @@ impl From<CallbackError> for ApiError {
                 "provider_rejected",
                 format!("call-back {} not placed: {err}", request.id),
             ),
+            CallbackError::Busy { retry_after } => ApiError::RateLimited {
+                retry_after,
+                message: e.to_string(),
+            },
             CallbackError::Store(e) => e.into(),
         }
     }
@@ -246,7 +250,7 @@ impl From<CallbackError> for ApiError {
 #[utoipa::path(post, path = "/volunteers/{id}/call", tag = "volunteers",
     params(("id" = i64, Path), CallbackQuery,
            ("Idempotency-Key" = Option<String>, Header, description = "Makes retries of this request safe")),
-    responses((status = 202, description = "Call placed (or its outcome unknown)", body = CallbackRequest), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 502, description = "The provider refused the call", body = ErrorBody), (status = 503, description = "Telephony is not configured", body = ErrorBody)))]
+    responses((status = 202, description = "Call placed (or its outcome unknown)", body = CallbackRequest), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody), (status = 429, description = "Too many calls being placed for the account: nothing was sent; retry after Retry-After", body = ErrorBody), (status = 502, description = "The provider refused the call", body = ErrorBody), (status = 503, description = "Telephony is not configured", body = ErrorBody)))]
 async fn call_volunteer(
     o: Organiser,
     State(state): State<AppState>,

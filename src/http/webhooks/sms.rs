@@ -64,6 +64,9 @@ async fn incoming(State(state): State<AppState>, Extension(p): Extension<Params>
 }
 
 async fn handle(state: &AppState, p: &Params, sid: &str) -> anyhow::Result<Twiml> {
+    if crate::limits::sms_flood(state, p) {
+        return Ok(Twiml::new());
+    }
     let store = &state.store;
     let now = state.clock.now().as_millisecond();
     let event = format!("sms:{sid}");

@@ -318,6 +318,21 @@ async fn pin(State(state): State<AppState>, Extension(p): Extension<Params>) -> 
         return goodbye(UNKNOWN_CALL);
     };
     let from = store.get_volunteer(volunteer_id).await?.phone;
+    // In-process flood guard first (crate::limits): a refused try costs no argon2 hash
+    // and is not counted in the database. Hanging up is the polite answer: an error
+    // status would make the provider retry, with the volunteer still on the line.
+    if state.limits.check_pin(from.as_e164()).is_err() {
+        tracing::info!(
+            session_id = session.id,
+            "PIN attempt refused: too many from this number"
+        );
+        store
+            .advance_session(session.id, SessionState::Ended, None, now)
+            .await?;
+        return goodbye(
+            "Too many PIN attempts from this phone. Please wait a few minutes and call again. Goodbye.",
+        );
+    }
     if store
         .pin_failures_since(from.as_e164(), now - PIN_WINDOW_MILLIS)
         .await?
