@@ -15,6 +15,8 @@
 //! * [`telephony`]: the provider boundary: webhook signatures, TwiML, the REST client.
 //! * [`callback`]: ringing a volunteer through the REST API (call-back sessions).
 //! * [`sweeper`]: periodic housekeeping of idle leases and calls to reconcile.
+//! * [`sms_worker`]: the survey-text sender (paced, calling hours, opt-outs checked
+//!   right before each send).
 //! * [`cli`]: the `phonebank` command line; `main.rs` only calls [`cli::run`].
 //! * [`config`]: settings from flags and environment variables.
 //!
@@ -26,6 +28,7 @@ pub mod config;
 pub mod domain;
 pub mod http;
 pub mod import;
+pub mod sms_worker;
 pub mod store;
 pub mod sweeper;
 pub mod telephony;

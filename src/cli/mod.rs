@@ -125,8 +125,17 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
     tracing::info!(address = %listener.local_addr()?, "listening");
     let state = AppState::new(store.clone(), settings);
     let sweeper = crate::sweeper::spawn(state.clone(), std::time::Duration::from_secs(30));
+    if state.rest.is_none() {
+        tracing::warn!("TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN not set: survey texts stay queued");
+    }
+    let sms = crate::sms_worker::spawn(
+        state.clone(),
+        state.settings.sms_per_second,
+        std::time::Duration::from_secs(2),
+    );
     http::serve(state, listener, http::shutdown_signal()).await?;
     sweeper.abort();
+    sms.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
