@@ -577,8 +577,8 @@ impl Store {
         let rows = sqlx::query(
             "select state, coalesce(reason, '') as reason, \
                coalesce(delivery_status, '') as delivery, count(*) as n, \
-               sum(case when answered_at is not null then 1 else 0 end) as answered, \
-               sum(case when state = 'sent' then segments else 0 end) as segs \
+               cast(sum(case when answered_at is not null then 1 else 0 end) as bigint) as answered, \
+               cast(sum(case when state = 'sent' then segments else 0 end) as bigint) as segs \
              from sms_outbox where campaign_id = $1 group by state, reason, delivery_status",
         )
         .bind(campaign_id)
@@ -903,7 +903,7 @@ impl Store {
         sqlx::query(
             "update sms_outbox set answered_at = $4, updated_at = $4 \
              where campaign_id = $1 and member_id = $2 and question_code = $3 \
-               and answered_at is null",
+               and state = 'sent' and answered_at is null",
         )
         .bind(campaign_id)
         .bind(member_id)
