@@ -380,6 +380,15 @@ both_backends! {
         assert_eq!(answers.len(), 7);
         let summary = t.summary().await;
         assert_eq!(summary["answered"], 6, "{summary}");
+
+        // M3's survey is still open, but a reply after the window is not matched to it.
+        t.clock.set(tuesday_evening() + jiff::SignedDuration::from_hours(73));
+        let r = t.text_in(&sms_sid(12), &n(3), "1").await;
+        assert!(messages(&r).is_empty(), "{}", r.text);
+        assert_eq!(t.answers().await.len(), 7);
+        let open = t.app.get("/api/v1/sms/reviews").await;
+        let last = open.body.as_array().unwrap().last().unwrap().clone();
+        assert_eq!((last["body"].as_str(), last["reason"].as_str()), (Some("1"), Some("no_open_survey")));
     }
 
     async fn status_callbacks_never_regress_and_adopt_a_text_whose_answer_was_lost(store) {
