@@ -589,6 +589,28 @@ both_backends! {
         assert_eq!(t.texted().await.len(), london_eligible - 8 + tokyo_queued);
     }
 
+    async fn unreached_means_called_without_an_answer(store) {
+        let t = texts(store, &few(3)).await;
+        let v = t.app.json("POST", "/api/v1/volunteers",
+            json!({"name": "Vic", "phone": "020 7946 0500"})).await;
+        let mut call = Call::new(&t.app, 1, "+442079460500");
+        let doc = call.start().await;
+        let doc = call.press(&doc, v.body["pin"].as_str().unwrap()).await;
+        let said = doc.said();
+        let dialled = (0..3).find(|i| said.contains(&format!("Next: Member {i} "))).expect("a member announced");
+        let doc = call.press(&doc, "1").await;
+        call.run_dial(&doc, "no-answer", 0).await;
+        call.hang_up().await;
+        let r = t.send(json!({"audience": {"kind": "unreached", "min_attempts": 1}})).await;
+        assert_eq!(r.status, 202, "{}", r.text);
+        assert_eq!(r.body["queued"], 1, "{}", r.text);
+        let r = t.send(json!({"audience": {"kind": "unreached", "min_attempts": 2}})).await;
+        assert_eq!(r.body["queued"], 0, "{}", r.text);
+        let (sender, fake) = t.sender(10);
+        drain(&sender, &fake).await;
+        assert_eq!(t.texted().await, [format!("+447700900{dialled:03}")]);
+    }
+
     async fn the_organiser_api_validates_and_shows_segments(store) {
         let t = texts(store, &few(3)).await;
         let id = t.campaign_id;
