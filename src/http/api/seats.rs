@@ -18,6 +18,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SeatFilter {
     /// Only target seats.
     #[serde(default)]
