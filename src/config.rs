@@ -67,6 +67,15 @@ pub struct ServeArgs {
     #[arg(long, env = "PHONEBANK_REQUEST_TIMEOUT", default_value_t = 30)]
     pub request_timeout_secs: u64,
 
+    /// Survey texts this instance hands to the provider per second (its sender's MPS;
+    /// a UK or US long code takes about 1). Each instance paces itself.
+    #[arg(long, env = "PHONEBANK_SMS_PER_SECOND", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sms_per_second: u32,
+
+    /// Hours after a survey text during which a reply is matched to it as an answer.
+    #[arg(long, env = "PHONEBANK_SMS_REPLY_WINDOW_HOURS", default_value_t = 72, value_parser = clap::value_parser!(u64).range(1..=24 * 60))]
+    pub sms_reply_window_hours: u64,
+
     #[command(flatten)]
     pub limits: LimitArgs,
 }
@@ -130,6 +139,10 @@ pub struct Settings {
     pub request_timeout: std::time::Duration,
     /// In-process rate limits.
     pub limits: crate::limits::LimitSettings,
+    /// Survey texts per second (the sender's pace).
+    pub sms_per_second: u32,
+    /// How long after a survey text a reply still answers it.
+    pub sms_reply_window: std::time::Duration,
 }
 
 impl Settings {
@@ -156,6 +169,8 @@ impl Settings {
             max_upload_bytes: serve.max_upload_bytes,
             request_timeout: std::time::Duration::from_secs(serve.request_timeout_secs),
             limits: serve.limits.settings(),
+            sms_per_second: serve.sms_per_second,
+            sms_reply_window: std::time::Duration::from_secs(serve.sms_reply_window_hours * 3600),
         }
     }
 }
@@ -172,6 +187,8 @@ impl Default for Settings {
             max_upload_bytes: 256 * 1024 * 1024,
             request_timeout: std::time::Duration::from_secs(30),
             limits: crate::limits::LimitSettings::default(),
+            sms_per_second: 1,
+            sms_reply_window: std::time::Duration::from_secs(72 * 3600),
         }
     }
 }

@@ -19,6 +19,8 @@
 //! * [`simulator`]: the carrier as a test double (signed webhooks, TwiML followed,
 //!   REST API served) with simulated volunteers and members and the guarantee checks.
 //! * [`demo`]: `phonebank demo`, an evening of the simulator against real servers.
+//! * [`sms_worker`]: the survey-text sender (paced, calling hours, opt-outs checked
+//!   right before each send).
 //! * [`cli`]: the `phonebank` command line; `main.rs` only calls [`cli::run`].
 //! * [`config`]: settings from flags and environment variables.
 //!
@@ -33,6 +35,7 @@ pub mod http;
 pub mod import;
 pub mod limits;
 pub mod simulator;
+pub mod sms_worker;
 pub mod store;
 pub mod sweeper;
 pub mod telephony;

@@ -234,6 +234,9 @@ both_backends! {
             "PATCH /api/v1/volunteers/{id}", "DELETE /api/v1/volunteers/{id}", "POST /api/v1/volunteers/{id}/pin",
             "POST /api/v1/volunteers/{id}/call",
             "POST /api/v1/suppressions", "POST /api/v1/suppressions/lookup", "POST /api/v1/suppressions/remove",
+            "GET /api/v1/suppressions", "POST /api/v1/campaigns/{id}/sms/send", "GET /api/v1/campaigns/{id}/sms",
+            "GET /api/v1/sms/reviews", "GET /api/v1/sms/reviews/{id}", "POST /api/v1/sms/reviews/{id}/resolve",
+            "POST /api/v1/sms/reviews/{id}/dismiss",
         ];
         expected.sort();
         assert_eq!(documented, expected);

@@ -138,9 +138,18 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
     let sweeper = crate::sweeper::spawn(state.clone(), std::time::Duration::from_secs(30));
     let limits =
         crate::limits::spawn_housekeeping(state.limits.clone(), std::time::Duration::from_secs(60));
+    if state.rest.is_none() {
+        tracing::warn!("TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN not set: survey texts stay queued");
+    }
+    let sms = crate::sms_worker::spawn(
+        state.clone(),
+        state.settings.sms_per_second,
+        std::time::Duration::from_secs(2),
+    );
     http::serve(state, listener, http::shutdown_signal()).await?;
     sweeper.abort();
     limits.abort();
+    sms.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

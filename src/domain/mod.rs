@@ -3,6 +3,7 @@
 pub mod campaign;
 pub mod credentials;
 pub mod phone;
+pub mod sms;
 pub mod targeting;
 
 pub use campaign::{

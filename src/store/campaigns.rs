@@ -22,6 +22,9 @@ pub struct Campaign {
     pub retry_policy: RetryPolicy,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Each question as a survey text, with its segment count (a curly apostrophe or an
+    /// emoji in a question makes every text cost more).
+    pub sms: Vec<crate::domain::sms::SmsPreview>,
 }
 
 /// A complete, validated campaign definition.
@@ -37,14 +40,17 @@ pub struct CampaignSpec {
 fn campaign_from_row(r: &AnyRow) -> Result<Campaign> {
     let status: String = r.try_get("status")?;
     let caller: String = r.try_get("caller_number")?;
+    let name: String = r.try_get("name")?;
+    let script: Script = serde_json::from_str(&r.try_get::<String, _>("script")?)?;
     Ok(Campaign {
         id: r.try_get("id")?,
-        name: r.try_get("name")?,
+        sms: crate::domain::sms::previews(&name, &script),
+        name,
         caller_number: PhoneNumber::from_e164(&caller)
             .map_err(|e| anyhow::anyhow!("stored caller number is invalid: {e}"))?,
         status: CampaignStatus::parse(&status)
             .ok_or_else(|| anyhow::anyhow!("unknown campaign status {status:?}"))?,
-        script: serde_json::from_str(&r.try_get::<String, _>("script")?)?,
+        script,
         calling_hours: serde_json::from_str(&r.try_get::<String, _>("calling_hours")?)?,
         retry_policy: serde_json::from_str(&r.try_get::<String, _>("retry_policy")?)?,
         created_at: r.try_get("created_at")?,

@@ -13,6 +13,7 @@ pub mod members;
 pub mod report;
 pub mod seats;
 pub mod sessions;
+pub mod sms;
 pub mod suppressions;
 pub mod targeting;
 pub mod tokens;

@@ -94,6 +94,37 @@ impl Store {
         .transpose()
     }
 
+    /// The list, newest first; `before` pages (unix ms, exclusive).
+    pub async fn list_suppressions(
+        &self,
+        source: Option<&str>,
+        before: Option<i64>,
+        limit: i64,
+    ) -> Result<Vec<Suppression>> {
+        let rows = sqlx::query(
+            "select phone, reason, source, created_at from suppressions \
+             where ($1 = '' or source = $1) and created_at < $2 \
+             order by created_at desc, phone limit $3",
+        )
+        .bind(source.unwrap_or(""))
+        .bind(before.unwrap_or(i64::MAX))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let phone: String = r.try_get("phone")?;
+                Ok(Suppression {
+                    phone: PhoneNumber::from_e164(&phone)
+                        .map_err(|e| anyhow::anyhow!("stored suppressed number is invalid: {e}"))?,
+                    reason: r.try_get("reason")?,
+                    source: r.try_get("source")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
     pub async fn suppression_audit(&self, phone: &PhoneNumber) -> Result<Vec<AuditEntry>> {
         let rows = sqlx::query(
             "select action, source, note, actor, created_at from suppression_audit \

@@ -6,5 +6,5 @@ pub mod rest;
 pub mod signature;
 pub mod twiml;
 
-pub use rest::{NewCall, RestClient, RestError};
+pub use rest::{MessageResource, NewCall, NewMessage, RestClient, RestError};
 pub use twiml::{Dial, Gather, Twiml};

@@ -1,10 +1,11 @@
-//! The provider's REST API (2010-04-01 shape): placing a call to a volunteer.
+//! The provider's REST API (2010-04-01 shape): placing a call to a volunteer, sending a
+//! text to a member.
 //!
-//! Creating a call is not idempotent at the provider, so retries are limited to answers
-//! that say the request was *not* processed: HTTP 429 / error 20429 and failures to
-//! connect at all. A 5xx or a timeout after the request was sent may have created the
-//! call; it is reported as [`RestError::Uncertain`] and never retried, so one request
-//! never rings a volunteer twice.
+//! Creating a call or a message is not idempotent at the provider, so retries are limited
+//! to answers that say the request was *not* processed: HTTP 429 / error 20429 and
+//! failures to connect at all. A 5xx or a timeout after the request was sent may have
+//! created the call or message; it is reported as [`RestError::Uncertain`] and never
+//! retried, so one request never rings a volunteer (or texts a member) twice.
 //!
 //! Every request to create a call first waits for a slot of the account's calls per
 //! second ([`crate::limits::Pacer`]); one that would wait too long is refused unsent
@@ -47,6 +48,22 @@ pub struct NewCall<'a> {
     pub status_callback: &'a str,
     /// Ring time before giving up on the volunteer.
     pub timeout_secs: u32,
+}
+
+/// A text to send. The provider reports delivery to `status_callback`.
+#[derive(Debug, Clone)]
+pub struct NewMessage<'a> {
+    pub to: &'a str,
+    pub from: &'a str,
+    pub body: &'a str,
+    pub status_callback: &'a str,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct MessageResource {
+    pub sid: String,
+    #[serde(default)]
+    pub status: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -138,10 +155,6 @@ impl RestClient {
     }
 
     pub async fn create_call(&self, call: &NewCall<'_>) -> Result<CallResource, RestError> {
-        let url = format!(
-            "{}/2010-04-01/Accounts/{}/Calls.json",
-            self.base, self.account_sid
-        );
         let timeout = call.timeout_secs.to_string();
         let form: [(&str, &str); 9] = [
             ("To", call.to),
@@ -154,18 +167,51 @@ impl RestClient {
             ("StatusCallbackEvent", "completed"),
             ("Timeout", &timeout),
         ];
+        self.create("Calls.json", &form, true).await
+    }
+
+    /// Create Message. The same retry rules as a call: a text is never sent twice by
+    /// one request.
+    pub async fn create_message(
+        &self,
+        message: &NewMessage<'_>,
+    ) -> Result<MessageResource, RestError> {
+        let form: [(&str, &str); 5] = [
+            ("To", message.to),
+            ("From", message.from),
+            ("Body", message.body),
+            ("StatusCallback", message.status_callback),
+            ("StatusCallbackMethod", "POST"),
+        ];
+        // Texts are paced by their own sender (`sms_worker`), not the calls pacer.
+        self.create("Messages.json", &form, false).await
+    }
+
+    /// POST a create request, retrying only what the provider certainly did not process.
+    async fn create<T: serde::de::DeserializeOwned>(
+        &self,
+        resource: &str,
+        form: &[(&str, &str)],
+        paced: bool,
+    ) -> Result<T, RestError> {
+        let url = format!(
+            "{}/2010-04-01/Accounts/{}/{resource}",
+            self.base, self.account_sid
+        );
         let mut delay = self.backoff;
         let mut last = String::new();
         for attempt in 1..=self.max_attempts {
             // Every request counts against the account's rate, retries included.
-            self.pacer.acquire().await.map_err(|l| RestError::Paced {
-                retry_after: l.retry_after,
-            })?;
+            if paced {
+                self.pacer.acquire().await.map_err(|l| RestError::Paced {
+                    retry_after: l.retry_after,
+                })?;
+            }
             let sent = self
                 .http
                 .post(&url)
                 .basic_auth(&self.account_sid, Some(self.token.expose_secret()))
-                .form(&form)
+                .form(form)
                 .send()
                 .await;
             let retry_after = match sent {
@@ -187,8 +233,8 @@ impl RestClient {
                         RestError::Uncertain(format!("reading the answer failed: {e}"))
                     })?;
                     if status.is_success() {
-                        return serde_json::from_slice::<CallResource>(&bytes).map_err(|e| {
-                            RestError::Uncertain(format!("unreadable call resource: {e}"))
+                        return serde_json::from_slice::<T>(&bytes).map_err(|e| {
+                            RestError::Uncertain(format!("unreadable {resource} resource: {e}"))
                         });
                     }
                     let body: Option<ErrorBody> = serde_json::from_slice(&bytes).ok();

@@ -5,6 +5,7 @@
 mod campaigns;
 mod members;
 mod seats;
+mod sms;
 mod suppressions;
 mod volunteers;
 
@@ -31,6 +32,7 @@ use crate::config::Settings;
         (name = "members", description = "Member import and look-up"),
         (name = "volunteers", description = "Volunteers and their PINs"),
         (name = "suppressions", description = "The do-not-contact list"),
+        (name = "sms", description = "Survey texts, their replies and the review queue"),
     )
 )]
 struct ApiDoc;
@@ -54,6 +56,7 @@ pub(super) fn router(settings: &Settings) -> ApiRouter {
         .merge(members::router())
         .merge(volunteers::router())
         .merge(suppressions::router())
+        .merge(sms::router())
         .layer(timeout(settings.request_timeout));
     let uploads = members::upload_router(settings.max_upload_bytes)
         .layer(timeout(settings.request_timeout * 10));

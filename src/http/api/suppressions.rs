@@ -3,19 +3,19 @@
 
 use axum::extract::State;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use super::members::{PhoneQuery, parse_phone};
 use crate::http::auth::Organiser;
-use crate::http::error::{AppJson, ErrorBody};
+use crate::http::error::{AppJson, AppQuery, ErrorBody};
 use crate::http::{ApiError, ApiResult, AppState};
 use crate::store::suppressions::{AuditEntry, Suppression};
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(add_suppression))
+        .routes(routes!(list_suppressions, add_suppression))
         .routes(routes!(lookup_suppression))
         .routes(routes!(remove_suppression))
 }
@@ -59,6 +59,38 @@ async fn status(
         audit: state.store.suppression_audit(phone).await?,
         changed,
     }))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Only entries from this source: `sms`, `call`, `organiser`, `carrier`.
+    pub source: Option<String>,
+    /// Entries added before this instant (unix ms; paging, newest first).
+    pub before: Option<i64>,
+    /// At most this many (default 100, at most 1000).
+    pub limit: Option<i64>,
+}
+
+/// The suppression list, newest first.
+#[utoipa::path(get, path = "/suppressions", tag = "suppressions", params(ListQuery),
+    responses((status = 200, description = "Success", body = Vec<Suppression>), (status = 400, description = "Malformed query", body = ErrorBody), (status = 422, description = "Fields failed validation", body = ErrorBody)))]
+async fn list_suppressions(
+    _: Organiser,
+    State(state): State<AppState>,
+    AppQuery(q): AppQuery<ListQuery>,
+) -> ApiResult<AppJson<Vec<Suppression>>> {
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
+    }
+    Ok(AppJson(
+        state
+            .store
+            .list_suppressions(q.source.as_deref(), q.before, limit)
+            .await?,
+    ))
 }
 
 /// Suppress a number across every campaign, now.
