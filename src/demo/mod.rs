@@ -103,6 +103,11 @@ pub struct DemoOutcome {
     pub surveys: u64,
     pub opt_outs: u64,
     pub call_backs: u64,
+    /// Survey texts the organiser queued for members the phones missed.
+    pub texts_queued: i64,
+    pub texts_received: u64,
+    pub text_replies: u64,
+    pub texted_answers: u64,
     pub webhooks: u64,
     pub duplicates_injected: u64,
     pub rest_refusals_injected: u64,
@@ -131,6 +136,7 @@ struct Instance {
     shutdown: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
     sweeper: tokio::task::JoinHandle<()>,
+    texts: tokio::task::JoinHandle<()>,
     store: Store,
 }
 
@@ -141,6 +147,7 @@ impl Demo {
             let _ = i.shutdown.send(());
             let _ = i.task.await;
             i.sweeper.abort();
+            i.texts.abort();
             i.store.close().await;
         }
         if let Some(f) = self.temp_file {
@@ -263,6 +270,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         };
         let state = AppState::new(store.clone(), settings).with_clock(clock.clone());
         let sweeper = crate::sweeper::spawn(state.clone(), Duration::from_secs(5));
+        let texts = crate::sms_worker::spawn(state.clone(), 20, Duration::from_millis(500));
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(http::serve(state, listener, async {
             let _ = rx.await;
@@ -271,6 +279,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
             shutdown: tx,
             task,
             sweeper,
+            texts,
             store,
         });
     }
@@ -368,6 +377,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         CAMPAIGN_NUMBER,
         &rest,
         &cards,
+        shared_numbers(&people),
     ));
     let mut stop_texters: Vec<String> = people
         .iter()
@@ -387,6 +397,27 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         opts.time_scale
     ));
     let began = std::time::Instant::now();
+    // Part-way through, the organiser texts the survey to members the phones missed.
+    let texting = {
+        let sim = sim.clone();
+        let api = api.clone();
+        let at = start + jiff::SignedDuration::from_secs_f64(opts.hours * 3600.0 * 0.4);
+        tokio::spawn(async move {
+            while sim.clock.now() < at && !sim.stopping() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if sim.stopping() {
+                return None;
+            }
+            api.send(
+                "POST",
+                &format!("/api/v1/campaigns/{campaign_id}/sms/send"),
+                json!({"audience": {"kind": "unreached", "min_attempts": 1}}),
+            )
+            .await
+            .ok()
+        })
+    };
     let progress = opts
         .interactive
         .then(|| spawn_progress(sim.clone(), start, end));
@@ -404,6 +435,12 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         p.abort();
         let _ = p.await;
     }
+    let texts_queued = texting
+        .await
+        .ok()
+        .flatten()
+        .and_then(|r| r["queued"].as_i64())
+        .unwrap_or(0);
     let real_seconds = began.elapsed().as_secs_f64();
 
     // The verdict: the server's report against what the carrier saw.
@@ -445,6 +482,10 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         surveys: c.surveys.load(Ordering::Relaxed),
         opt_outs: c.opt_outs.load(Ordering::Relaxed),
         call_backs: c.call_backs.load(Ordering::Relaxed),
+        texts_queued,
+        texts_received: c.texts_received.load(Ordering::Relaxed),
+        text_replies: c.text_replies.load(Ordering::Relaxed),
+        texted_answers: c.texted_answers.load(Ordering::Relaxed),
         webhooks: carrier_traffic.webhooks.load(Ordering::Relaxed),
         duplicates_injected: carrier_traffic.duplicates.load(Ordering::Relaxed),
         rest_refusals_injected: carrier_traffic.rest_refused.load(Ordering::Relaxed),
@@ -510,7 +551,18 @@ fn spawn_progress(sim: Arc<Sim>, start: Timestamp, end: Timestamp) -> tokio::tas
     })
 }
 
+/// Numbers more than one member has.
+fn shared_numbers(people: &[members::Generated]) -> std::collections::HashSet<String> {
+    let mut seen = std::collections::HashSet::new();
+    people
+        .iter()
+        .filter(|m| !seen.insert(m.phone.clone()))
+        .map(|m| m.phone.clone())
+        .collect()
+}
+
 /// The organiser API, as a client.
+#[derive(Clone)]
 struct Organiser {
     http: reqwest::Client,
     base: String,
@@ -640,7 +692,12 @@ pub fn render(outcome: &DemoOutcome) -> String {
     }
     let _ = writeln!(
         out,
-        "\nThe carrier saw {} webhooks, {} dials, {} call-backs placed through the REST API{}",
+        "\nSurvey texts: {} queued for members not reached by phone, {} reached the carrier, {} replies ({} plain answers, the rest for review or STOP)",
+        outcome.texts_queued, outcome.texts_received, outcome.text_replies, outcome.texted_answers
+    );
+    let _ = writeln!(
+        out,
+        "The carrier saw {} webhooks, {} dials, {} call-backs placed through the REST API{}",
         outcome.webhooks,
         outcome.dials,
         outcome.call_backs,

@@ -32,6 +32,10 @@ pub struct Counters {
     pub opt_outs: AtomicU64,
     pub call_backs: AtomicU64,
     pub rang_back: AtomicU64,
+    pub texts_received: AtomicU64,
+    pub text_replies: AtomicU64,
+    /// Replies that answer the question plainly (stored as answers).
+    pub texted_answers: AtomicU64,
 }
 
 #[derive(Default)]
@@ -235,6 +239,16 @@ impl Observer {
         });
     }
 
+    /// A member's reply that names one option plainly: the server must store it.
+    pub fn texted(&self, question: &str, option: &str) {
+        self.counters.texted_answers.fetch_add(1, Ordering::Relaxed);
+        self.with(|s| {
+            *s.tally
+                .entry((question.to_owned(), option.to_owned()))
+                .or_default() += 1;
+        });
+    }
+
     pub fn call_back_placed(&self) {
         self.counters.call_backs.fetch_add(1, Ordering::Relaxed);
     }
@@ -359,10 +373,10 @@ impl Observer {
                 })
                 .collect();
             checks.push(Check {
-                name: "every keyed answer is in the report, once",
+                name: "every keyed or texted answer is in the report, once",
                 passed: diff.is_empty(),
                 detail: if diff.is_empty() {
-                    format!("{keyed} answers keyed, {stored} reported")
+                    format!("{keyed} answers keyed or texted, {stored} reported")
                 } else {
                     diff.join("; ")
                 },

@@ -47,6 +47,8 @@ pub struct Sim {
     pub script: Script,
     pub campaign_number: String,
     volunteer_numbers: HashSet<String>,
+    /// Numbers two or more members share: a reply from one is never an answer.
+    shared_numbers: HashSet<String>,
     waiting: Mutex<HashMap<String, oneshot::Sender<PlacedCall>>>,
     block_list: Arc<Mutex<HashSet<(String, String)>>>,
     ring_backs: mpsc::UnboundedSender<String>,
@@ -82,6 +84,7 @@ impl Sim {
         campaign_number: &str,
         rest: &RestApi,
         volunteers: &[VolunteerCard],
+        shared_numbers: HashSet<String>,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         Self {
@@ -95,6 +98,7 @@ impl Sim {
             script,
             campaign_number: campaign_number.to_owned(),
             volunteer_numbers: volunteers.iter().map(|v| v.phone.clone()).collect(),
+            shared_numbers,
             waiting: Mutex::default(),
             block_list: rest.block_list(),
             ring_backs: tx,
@@ -225,6 +229,13 @@ impl Sim {
                         sleep_sim(self, 2.0 * (seq as f64 + 1.0)).await;
                         self.carrier.post(url, &params).await;
                     }
+                }
+                if !self.volunteer_numbers.contains(&text.to) {
+                    self.observer
+                        .counters
+                        .texts_received
+                        .fetch_add(1, Ordering::Relaxed);
+                    people::member_replies(self, &text).await;
                 }
             }
         }

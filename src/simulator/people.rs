@@ -805,3 +805,58 @@ pub async fn member_texts_stop(sim: Arc<Sim>, number: String, seed: u64) {
         sim.observer.opted_out(&number, sim.clock.now());
     }
 }
+
+/// A member who got a survey text may answer it: plainly (a digit, `2.`, a keyword with
+/// an emoji), ambiguously (`1 or 2`), with noise, or with STOP. Only plain answers from a
+/// number no other member shares must become answers; the rest are for review.
+pub async fn member_replies(sim: &Sim, text: &super::carrier::SentText) {
+    let mut rng = StdRng::seed_from_u64(rand::random());
+    if !rng.random_bool(0.4) {
+        return;
+    }
+    let Some(question) = sim
+        .script
+        .questions
+        .iter()
+        .find(|q| text.body.contains(q.text.trim()))
+    else {
+        return;
+    };
+    sleep_sim(sim, rng.random_range(30.0..1800.0)).await;
+    if sim.stopping() {
+        return;
+    }
+    let option = &question.options[rng.random_range(0..question.options.len())];
+    let keyword = option.sms_keywords.first().cloned();
+    let (body, plain) = match rng.random_range(0..100) {
+        0..35 => (option.digit.to_string(), true),
+        35..45 => (format!("{}.", option.digit), true),
+        45..60 => match &keyword {
+            Some(k) => (format!("{k} 👍"), true),
+            None => (option.digit.to_string(), true),
+        },
+        60..72 => ("1 or 2".to_owned(), false),
+        72..84 => ("Who is this please?".to_owned(), false),
+        84..90 => ("12".to_owned(), false),
+        _ => ("STOP".to_owned(), false),
+    };
+    let sid = sim.carrier.sid("SM");
+    let mut params = text_params(sim, &sid, &text.to, &body);
+    if let Some(p) = params.iter_mut().find(|(k, _)| k == "To") {
+        p.1 = text.from.clone();
+    }
+    let answer = sim.carrier.post("/webhooks/sms", &params).await;
+    sim.observer
+        .counters
+        .text_replies
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if answer.status != 200 {
+        return;
+    }
+    if body == "STOP" {
+        sim.carrier_blocks(&text.to);
+        sim.observer.opted_out(&text.to, sim.clock.now());
+    } else if plain && !sim.shared_numbers.contains(&text.to) {
+        sim.observer.texted(&question.code, &option.code);
+    }
+}
