@@ -22,11 +22,16 @@ if ! pg_up; then
 fi
 pg_up || { echo "PostgreSQL is not reachable at $TEST_POSTGRES_URL" >&2; exit 1; }
 
-drop_test_databases() {
-    psql -X -q -d "$TEST_POSTGRES_URL" -Atc "select datname from pg_database where datname like 'pbtest\_%'" |
+# This run's databases are pbtest_<run>_...; at the end only those are dropped, so two
+# runs on one server (two engineers, two CI jobs) never pull databases from under each
+# other. Leftovers of crashed runs are dropped at the start if nobody is connected.
+export PHONEBANK_TEST_RUN="${PHONEBANK_TEST_RUN:-$(date +%s)$$}"
+drop_databases() {
+    psql -X -q -d "$TEST_POSTGRES_URL" -Atc "$1" |
         while read -r db; do psql -X -q -d "$TEST_POSTGRES_URL" -c "drop database if exists \"$db\" with (force)" >/dev/null; done
 }
-drop_test_databases
-trap drop_test_databases EXIT
+drop_databases "select datname from pg_database d where datname like 'pbtest\_%' and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)"
+cleanup() { drop_databases "select datname from pg_database where datname like 'pbtest\_${PHONEBANK_TEST_RUN}\_%'"; }
+trap cleanup EXIT
 
 cargo test --locked "$@"

@@ -4,7 +4,7 @@
 //!
 //! PostgreSQL comes from `TEST_POSTGRES_URL` (a superuser URL such as
 //! `postgres://postgres@127.0.0.1/postgres`): each test creates its own database named
-//! `pbtest_<random>`. Without the variable the PostgreSQL tests say so and pass, unless
+//! `pbtest_<run>_<random>` (the run named by `scripts/test.sh`). Without the variable the PostgreSQL tests say so and pass, unless
 //! `PHONEBANK_REQUIRE_POSTGRES=1` (set by `.ci/run`), in which case they fail: CI never
 //! skips them silently.
 
@@ -37,7 +37,13 @@ pub async fn postgres_url() -> Option<(Store, String)> {
         eprintln!("TEST_POSTGRES_URL not set: PostgreSQL leg not run");
         return None;
     };
-    let name = format!("pbtest_{}", random_suffix());
+    // scripts/test.sh names its run, so it drops only its own databases afterwards.
+    let name = match std::env::var("PHONEBANK_TEST_RUN") {
+        Ok(run) if !run.is_empty() && run.chars().all(|c| c.is_ascii_alphanumeric()) => {
+            format!("pbtest_{run}_{}", random_suffix())
+        }
+        _ => format!("pbtest_{}", random_suffix()),
+    };
     let admin = Store::connect_without_migrating(Some(&admin_url))
         .await
         .expect("connect to TEST_POSTGRES_URL");
