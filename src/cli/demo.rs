@@ -22,6 +22,10 @@ pub struct DemoArgs {
     /// Length of the simulated evening in hours, from 18:00 (calling ends at 20:30).
     #[arg(long, default_value_t = 2.5)]
     hours: f64,
+    /// Chance that a dialled member picks up and talks (the rest are busy, voicemail,
+    /// early hang-ups and no answer).
+    #[arg(long, default_value_t = 0.45)]
+    answer_rate: f64,
     /// Seed for the members and the people's behaviour.
     #[arg(long, default_value_t = 2026)]
     seed: u64,
@@ -64,7 +68,16 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             SocketAddr::from(([127, 0, 0, 1], 0))
         }
     });
+    let behaviour = crate::simulator::Behaviour {
+        answer: args.answer_rate,
+        ..Default::default()
+    };
+    anyhow::ensure!(
+        (0.0..=0.75).contains(&args.answer_rate),
+        "--answer-rate must be between 0 and 0.75 (the rest is busy, voicemail, early hang-ups and no answer)"
+    );
     let opts = DemoOptions {
+        behaviour,
         database,
         members: args.members,
         volunteers: args.volunteers,

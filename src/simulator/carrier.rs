@@ -378,6 +378,31 @@ fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
+/// `To`, `From` and the third required field, with the provider's codes when one is
+/// missing or `To` is not a number.
+fn required<'a>(
+    f: &'a [(String, String)],
+    third: &str,
+    missing_code: i64,
+) -> Result<(&'a str, &'a str, &'a str), Response> {
+    let (Some(to), Some(from), Some(value)) = (field(f, "To"), field(f, "From"), field(f, third))
+    else {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            missing_code,
+            &format!("To, From and {third} are required"),
+        ));
+    };
+    if crate::domain::PhoneNumber::parse(to, phonenumber::country::Id::GB).is_err() {
+        return Err(error(
+            StatusCode::BAD_REQUEST,
+            21211,
+            &format!("The 'To' number {to} is not a valid phone number."),
+        ));
+    }
+    Ok((to, from, value))
+}
+
 fn rfc2822_now() -> String {
     jiff::Timestamp::now()
         .strftime("%a, %d %b %Y %H:%M:%S +0000")
@@ -399,21 +424,10 @@ async fn create_call(
         return r;
     }
     let f = form(&body);
-    let (Some(to), Some(from), Some(url)) = (field(&f, "To"), field(&f, "From"), field(&f, "Url"))
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            21205,
-            "To, From and Url are required",
-        );
+    let (to, from, url) = match required(&f, "Url", 21205) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if crate::domain::PhoneNumber::parse(to, phonenumber::country::Id::GB).is_err() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            21211,
-            &format!("The 'To' number {to} is not a valid phone number."),
-        );
-    }
     let sid = next_sid(&s, "CA");
     if let Ok(mut calls) = s.calls.lock() {
         calls.insert(sid.clone(), "queued".into());
@@ -481,22 +495,10 @@ async fn create_message(
         return r;
     }
     let f = form(&body);
-    let (Some(to), Some(from), Some(text)) =
-        (field(&f, "To"), field(&f, "From"), field(&f, "Body"))
-    else {
-        return error(
-            StatusCode::BAD_REQUEST,
-            21602,
-            "To, From and Body are required",
-        );
+    let (to, from, text) = match required(&f, "Body", 21602) {
+        Ok(v) => v,
+        Err(r) => return r,
     };
-    if crate::domain::PhoneNumber::parse(to, phonenumber::country::Id::GB).is_err() {
-        return error(
-            StatusCode::BAD_REQUEST,
-            21211,
-            &format!("The 'To' number {to} is not a valid phone number."),
-        );
-    }
     let blocked = s
         .blocked
         .lock()

@@ -431,6 +431,16 @@ async fn ask_for_call(sim: &Sim, card: &VolunteerCard) -> Option<(Leg, String)> 
     if answer.status != 200 {
         return None;
     }
+    // A reply text (`<Message>`) reaches the volunteer's phone: it must not carry a
+    // member's number either.
+    match Doc::parse(&answer.body) {
+        Ok(doc) => {
+            for m in doc.verbs.iter().filter(|v| v.name == "Message") {
+                sim.observer.shown_to_volunteer(&m.text);
+            }
+        }
+        Err(e) => sim.observer.bad_twiml("/webhooks/sms", &e),
+    }
     // The server retries 429s with backoff in real time; allow for it. A call that
     // never comes (the REST request failed) means texting again after a break.
     let placed = tokio::time::timeout(Duration::from_secs(10), rx)

@@ -330,26 +330,21 @@ impl Store {
             .fetch_all(&mut *tx)
             .await
             .map_err(ClaimRace::from)?;
-        let pick = match self.backend {
-            Backend::Postgres => {
-                "select q.id, q.member_id from call_queue q \
-                 where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
-                   and q.not_before <= $3 \
-                   and not exists (select 1 from suppressions x where x.phone = q.phone) \
-                   and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
-                                   and o.phone = q.phone and o.state = 'leased') \
-                 order by q.priority desc, q.not_before, q.id limit 1 for update skip locked"
+        // The seat's best member. SKIP LOCKED on PostgreSQL: concurrent claims walk past
+        // each other's rows; on SQLite the single writer is the lock.
+        let pick = format!(
+            "select q.id, q.member_id from call_queue q \
+             where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
+               and q.not_before <= $3 \
+               and not exists (select 1 from suppressions x where x.phone = q.phone) \
+               and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
+                               and o.phone = q.phone and o.state = 'leased') \
+             order by q.priority desc, q.not_before, q.id limit 1{}",
+            match self.backend {
+                Backend::Postgres => " for update skip locked",
+                Backend::Sqlite => "",
             }
-            Backend::Sqlite => {
-                "select q.id, q.member_id from call_queue q \
-                 where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
-                   and q.not_before <= $3 \
-                   and not exists (select 1 from suppressions x where x.phone = q.phone) \
-                   and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
-                                   and o.phone = q.phone and o.state = 'leased') \
-                 order by q.priority desc, q.not_before, q.id limit 1"
-            }
-        };
+        );
         let mut empty: Vec<i64> = Vec::new();
         for seat in &seats {
             let seat_id: i64 = seat.try_get("seat_id").map_err(ClaimRace::from)?;
@@ -372,7 +367,7 @@ impl Store {
             if !limit.allows(tat, rate_now) || cap.is_some_and(|c| day == today && day_count >= c) {
                 continue;
             }
-            let member = sqlx::query(pick)
+            let member = sqlx::query(sqlx::AssertSqlSafe(pick.as_str()))
                 .bind(req.campaign_id)
                 .bind(seat_id)
                 .bind(now)
