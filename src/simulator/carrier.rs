@@ -378,26 +378,21 @@ fn field<'a>(f: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .filter(|v| !v.is_empty())
 }
 
-/// `To`, `From` and the third required field, with the provider's codes when one is
-/// missing or `To` is not a number.
+/// `To`, `From` and the third required field, or the provider's error code and message
+/// when one is missing or `To` is not a number.
 fn required<'a>(
     f: &'a [(String, String)],
     third: &str,
     missing_code: i64,
-) -> Result<(&'a str, &'a str, &'a str), Response> {
+) -> Result<(&'a str, &'a str, &'a str), (i64, String)> {
     let (Some(to), Some(from), Some(value)) = (field(f, "To"), field(f, "From"), field(f, third))
     else {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
-            missing_code,
-            &format!("To, From and {third} are required"),
-        ));
+        return Err((missing_code, format!("To, From and {third} are required")));
     };
     if crate::domain::PhoneNumber::parse(to, phonenumber::country::Id::GB).is_err() {
-        return Err(error(
-            StatusCode::BAD_REQUEST,
+        return Err((
             21211,
-            &format!("The 'To' number {to} is not a valid phone number."),
+            format!("The 'To' number {to} is not a valid phone number."),
         ));
     }
     Ok((to, from, value))
@@ -426,7 +421,7 @@ async fn create_call(
     let f = form(&body);
     let (to, from, url) = match required(&f, "Url", 21205) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, &message),
     };
     let sid = next_sid(&s, "CA");
     if let Ok(mut calls) = s.calls.lock() {
@@ -497,7 +492,7 @@ async fn create_message(
     let f = form(&body);
     let (to, from, text) = match required(&f, "Body", 21602) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err((code, message)) => return error(StatusCode::BAD_REQUEST, code, &message),
     };
     let blocked = s
         .blocked
