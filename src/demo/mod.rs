@@ -129,7 +129,21 @@ impl DemoOutcome {
 pub struct Demo {
     pub outcome: DemoOutcome,
     servers: Vec<Instance>,
-    temp_file: Option<PathBuf>,
+    _temp_file: TempFile,
+}
+
+/// A temporary SQLite database, removed (with its WAL files) when dropped: after the
+/// demo, or when it fails half-way.
+struct TempFile(Option<PathBuf>);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if let Some(f) = &self.0 {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", f.display()));
+            }
+        }
+    }
 }
 
 struct Instance {
@@ -150,11 +164,6 @@ impl Demo {
             i.texts.abort();
             i.store.close().await;
         }
-        if let Some(f) = self.temp_file {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{}{suffix}", f.display()));
-            }
-        }
     }
 }
 
@@ -167,10 +176,10 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         DemoDatabase::Temporary => {
             let f = std::env::temp_dir()
                 .join(format!("phonebank-demo-{:08x}.db", rand::random::<u32>()));
-            (format!("sqlite:{}", f.display()), Some(f))
+            (format!("sqlite:{}", f.display()), TempFile(Some(f)))
         }
-        DemoDatabase::Sqlite(p) => (format!("sqlite:{}", p.display()), None),
-        DemoDatabase::Postgres(u) => (u.clone(), None),
+        DemoDatabase::Sqlite(p) => (format!("sqlite:{}", p.display()), TempFile(None)),
+        DemoDatabase::Postgres(u) => (u.clone(), TempFile(None)),
     };
     let shown_db = crate::store::redact_url(&url);
     let store = Store::connect(Some(&url))
@@ -178,7 +187,8 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         .with_context(|| format!("opening {shown_db}"))?;
     if !store.list_campaigns().await?.is_empty() {
         bail!(
-            "{shown_db} already holds campaigns: the demo needs an empty database (or none: it makes a temporary one)"
+            "{shown_db} already holds campaigns: the demo needs an empty database \
+             (remove the file or pass another --db; without --db it makes a temporary one)"
         );
     }
     let say = |s: &str| {
@@ -498,7 +508,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
     Ok(Demo {
         outcome,
         servers,
-        temp_file,
+        _temp_file: temp_file,
     })
 }
 
