@@ -657,6 +657,8 @@ pub fn render(outcome: &DemoOutcome) -> String {
         "{:<34} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9}",
         "seat", "weight", "members", "attempts", "reached", "finished", "opted out"
     );
+    // JSON numbers ignore width in `Display`: format them as integers.
+    let n = |v: &Value| v.as_i64().unwrap_or(0);
     for s in seats
         .iter()
         .filter(|s| s["is_target"].as_bool() == Some(true))
@@ -665,12 +667,12 @@ pub fn render(outcome: &DemoOutcome) -> String {
             out,
             "{:<34} {:>6} {:>8} {:>8} {:>9} {:>9} {:>9}",
             truncate(s["name"].as_str().unwrap_or_default(), 34),
-            s["weight"],
-            s["members"],
-            s["attempts"],
-            s["reached"],
-            s["completed"],
-            s["opted_out"],
+            n(&s["weight"]),
+            n(&s["members"]),
+            n(&s["attempts"]),
+            n(&s["reached"]),
+            n(&s["completed"]),
+            n(&s["opted_out"]),
         );
     }
     let t = &r["totals"];
