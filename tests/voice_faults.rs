@@ -510,3 +510,208 @@ async fn two_instances_on_one_postgres_never_hand_out_one_member_twice() {
     let dialled = claim_race(&[first, second], 200).await;
     assert_distinct(&dialled, eligible);
 }
+
+// Keys delivered after the hang-up: the provider sends the last Gather action and the
+// call's final status callback at once, and they may be handled in either order.
+both_backends! {
+    async fn an_opt_out_key_handled_after_the_hang_up_still_suppresses(store) {
+        let bank = bank(store, 2).await;
+        let (mut call, announce) = bank.logged_in(1).await;
+        let dialling = call.press(&announce, "1").await;
+        let phone = dialling.dial().unwrap().children[0].text.clone();
+        let (q1, _) = call.run_dial(&dialling, "completed", 30).await;
+        let menu = call.press(&q1, "0").await;
+        assert!(menu.said().contains("never to be contacted"), "{}", menu.raw);
+        let action = menu.gather().unwrap().attr("action").unwrap().to_owned();
+        call.hang_up().await;
+        call.post(&action, &[("Digits", "0")]).await;
+        let suppressed = bank
+            .count(&format!("select count(*) from suppressions where phone = '{phone}'"))
+            .await;
+        assert_eq!(suppressed, 1, "the opt-out key was delivered; the number must be suppressed");
+        // The member is out of the queue too.
+        let ready = bank
+            .count(&format!("select count(*) from call_queue where phone = '{phone}' and state = 'ready'"))
+            .await;
+        assert_eq!(ready, 0);
+    }
+
+    async fn an_answer_handled_after_the_hang_up_is_stored_once(store) {
+        let bank = bank(store, 2).await;
+        let (mut call, announce) = bank.logged_in(1).await;
+        let dialling = call.press(&announce, "1").await;
+        let (q1, _) = call.run_dial(&dialling, "completed", 30).await;
+        let q2 = call.press(&q1, "1").await;
+        let action = q2.gather().unwrap().attr("action").unwrap().to_owned();
+        call.hang_up().await;
+        call.post(&action, &[("Digits", "1")]).await;
+        // Delivered twice: still one answer.
+        call.post(&action, &[("Digits", "1")]).await;
+        let answers = bank.count("select count(*) from answers").await;
+        assert_eq!(answers, 2, "both keyed answers are stored, each once");
+    }
+
+    async fn a_keyed_opt_out_suppresses_the_number_dialled_after_a_reimport(store) {
+        let bank = bank(store, 2).await;
+        let (mut call, announce) = bank.logged_in(1).await;
+        let leased = bank.count("select member_id from contact_attempts where state = 'leased'").await;
+        let ext = bank.text(&format!("select external_id from members where id = {leased}")).await.unwrap();
+        let idx: usize = ext[1..].parse().unwrap();
+        let new_phone = "+447700900777".to_owned();
+        let mut csv = String::from("member_id,name,phone,constituency\n");
+        for (i, phone) in bank.members.iter().enumerate() {
+            let phone = if i == idx { &new_phone } else { phone };
+            csv.push_str(&format!("M{i:04},Member {i},{phone},Hendon\n"));
+        }
+        assert_eq!(import_members_str(&bank.app.store, &csv).await.updated, 1);
+        let dialling = call.press(&announce, "1").await;
+        assert_eq!(dialling.dial().unwrap().children[0].text, new_phone);
+        let (q1, _) = call.run_dial(&dialling, "completed", 30).await;
+        let menu = call.press(&q1, "0").await;
+        let done = call.press(&menu, "0").await;
+        assert!(done.said().contains("not be contacted again"), "{}", done.raw);
+        let suppressed = bank
+            .count(&format!("select count(*) from suppressions where phone = '{new_phone}'"))
+            .await;
+        assert_eq!(suppressed, 1, "the number that was dialled is the one suppressed");
+    }
+
+    // A lost final status callback (the server killed mid-call): the volunteer's next
+    // call takes over instead of being told a call is in progress for over an hour.
+    async fn a_new_call_takes_over_from_one_whose_hang_up_was_lost(store) {
+        let bank = bank(store, 3).await;
+        let (mut call, announce) = bank.logged_in(1).await;
+        let dialling = call.press(&announce, "1").await;
+        assert!(dialling.dial().is_some());
+        drop(call);
+        bank.clock.set(bank.clock.now() + jiff::SignedDuration::from_mins(2));
+        let (_again, doc) = bank.logged_in(2).await;
+        assert!(doc.said().contains("Press 1 to call them now"), "{}", doc.raw);
+        // The old attempt waits for its member leg's final status, not a volunteer.
+        assert_eq!(
+            bank.count("select count(*) from contact_attempts where state = 'reconcile'").await,
+            1
+        );
+        let _ = bank.campaign_id;
+    }
+
+    async fn silence_at_the_announcement_ends_the_call_after_three_prompts(store) {
+        let bank = bank(store, 2).await;
+        let (mut call, mut doc) = bank.logged_in(1).await;
+        for _ in 0..3 {
+            assert!(doc.said().contains("Press 1 to call them now"), "{}", doc.raw);
+            doc = call.silence(&doc).await;
+        }
+        assert!(doc.hangs_up(), "{}", doc.raw);
+        // The member goes back to the queue, uncounted.
+        assert_eq!(
+            bank.count("select count(*) from contact_attempts where state = 'released'").await,
+            1
+        );
+    }
+}
+
+// Races, run many times: each iteration is a fresh chance for the interleaving.
+both_backends! {
+    async fn a_hang_up_racing_the_dial_action_leaves_nothing_open(store) {
+        let bank = bank(store, 20).await;
+        for i in 0..20u64 {
+            let vphone = format!("+4420794606{i:02}");
+            let v = bank.app.json("POST", "/api/v1/volunteers", json!({"name": "V", "phone": vphone})).await;
+            let pin = v.body["pin"].as_str().unwrap().to_owned();
+            let mut call = Call::new(&bank.app, 100 + i, &vphone);
+            let d = call.start().await;
+            let announce = call.press(&d, &pin).await;
+            let dialling = call.press(&announce, "1").await;
+            let dial = dialling.dial().cloned().unwrap_or_else(|| panic!("{}", dialling.raw));
+            let number = dial.children[0].text.clone();
+            let cb = dial.children[0].attr("statusCallback").unwrap().to_owned();
+            let child = format!("CA{:032x}", 900_000 + i);
+            for (seq, st) in ["initiated", "ringing", "in-progress", "completed"].iter().enumerate() {
+                call.member_event(&cb, &child, &number, st, seq).await;
+            }
+            let action = dial.attr("action").unwrap().to_owned();
+            let sid = call.sid.clone();
+            let dialed = [
+                ("CallSid", sid.as_str()), ("From", vphone.as_str()), ("To", CAMPAIGN_NUMBER),
+                ("CallStatus", "in-progress"), ("DialCallStatus", "completed"),
+                ("DialCallSid", child.as_str()), ("DialCallDuration", "40"),
+            ];
+            let hang = [
+                ("CallSid", sid.as_str()), ("From", vphone.as_str()), ("To", CAMPAIGN_NUMBER),
+                ("CallStatus", "completed"), ("SequenceNumber", "9"),
+            ];
+            let (a, b) = tokio::join!(
+                bank.app.webhook(&action, &dialed),
+                bank.app.webhook("/webhooks/voice/status", &hang)
+            );
+            assert_eq!((a.status.as_u16(), b.status.as_u16()), (200, 200));
+            let open = bank.count(
+                "select count(*) from contact_attempts a join volunteer_sessions s on s.id = a.session_id \
+                 where s.state = 'ended' and a.state in ('leased', 'dialling', 'answered')",
+            ).await;
+            assert_eq!(open, 0, "iteration {i}: an open attempt on an ended session");
+        }
+    }
+
+    async fn concurrent_member_status_callbacks_never_regress_a_final_status(store) {
+        let bank = bank(store, 30).await;
+        let (mut call, mut doc) = bank.logged_in(1).await;
+        for i in 0..30u64 {
+            let dialling = call.press(&doc, "1").await;
+            let dial = dialling.dial().cloned().unwrap_or_else(|| panic!("{}", dialling.raw));
+            let number = dial.children[0].text.clone();
+            let cb = dial.children[0].attr("statusCallback").unwrap().to_owned();
+            let a: i64 = cb.rsplit('=').next().unwrap().parse().unwrap();
+            let child = format!("CA{:032x}", 500_000 + i);
+            let ringing = [("CallSid", child.as_str()), ("To", number.as_str()), ("CallStatus", "ringing"), ("SequenceNumber", "1")];
+            let final_ = [("CallSid", child.as_str()), ("To", number.as_str()), ("CallStatus", "no-answer"), ("SequenceNumber", "2")];
+            let (r1, r2) = tokio::join!(bank.app.webhook(&cb, &ringing), bank.app.webhook(&cb, &final_));
+            assert_eq!((r1.status.as_u16(), r2.status.as_u16()), (200, 200));
+            let status = bank.text(&format!("select member_status from contact_attempts where id = {a}")).await;
+            assert_eq!(status.as_deref(), Some("no-answer"), "iteration {i}");
+            let action = dial.attr("action").unwrap().to_owned();
+            let next = call.post(&action, &[("DialCallStatus", "no-answer"), ("DialCallSid", child.as_str()), ("DialCallDuration", "0")]).await;
+            doc = call.settle(next).await;
+            if !doc.said().contains("Press 1 to call") {
+                break;
+            }
+        }
+    }
+
+    async fn a_key_press_racing_the_sweeper_never_dials_a_released_member(store) {
+        let bank = bank(store, 40).await;
+        for i in 0..20u64 {
+            let vphone = format!("+4420794607{i:02}");
+            let v = bank.app.json("POST", "/api/v1/volunteers", json!({"name": "V", "phone": vphone})).await;
+            let pin = v.body["pin"].as_str().unwrap().to_owned();
+            let mut call = Call::new(&bank.app, 300 + i, &vphone);
+            let d = call.start().await;
+            let announce = call.press(&d, &pin).await;
+            let ready = announce.gather().unwrap().attr("action").unwrap().to_owned();
+            let a: i64 = ready.rsplit('=').next().unwrap().parse().unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "update contact_attempts set lease_expires_at = 0 where id = {a}"
+            )))
+            .execute(bank.app.store.pool())
+            .await
+            .unwrap();
+            let now = bank.clock.now().as_millisecond();
+            let params = [
+                ("CallSid", call.sid.as_str()), ("From", vphone.as_str()), ("To", CAMPAIGN_NUMBER),
+                ("CallStatus", "in-progress"), ("Digits", "1"),
+            ];
+            let (reply, _) = tokio::join!(
+                bank.app.webhook(&ready, &params),
+                bank.app.store.sweep_attempts(|_| Some(RetryPolicy::default()), now)
+            );
+            let doc = Doc::parse(&reply.text);
+            let state = bank.text(&format!("select state from contact_attempts where id = {a}")).await.unwrap();
+            assert!(
+                !(doc.dial().is_some() && state == "released"),
+                "iteration {i}: dialled a member whose lease was released"
+            );
+            call.hang_up().await;
+        }
+    }
+}

@@ -486,11 +486,14 @@ impl Store {
         lease_millis: i64,
     ) -> Result<DialDecision> {
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query(
+        // Locked on PostgreSQL, so the sweeper (or a duplicate request) cannot release
+        // or start the attempt between this read and the update below.
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
             "select a.state, m.phone, s.time_zone from contact_attempts a \
              join members m on m.id = a.member_id join seats s on s.id = a.seat_id \
-             where a.id = $1",
-        )
+             where a.id = $1{}",
+            self.lock_rows("a")
+        )))
         .bind(attempt_id)
         .fetch_optional(&mut *tx)
         .await?
@@ -525,16 +528,22 @@ impl Store {
                 DialDecision::OutsideHours
             });
         }
-        sqlx::query(
+        let started = sqlx::query(
             "update contact_attempts set state = 'dialling', lease_expires_at = $2 \
              where id = $1 and state = 'leased'",
         )
         .bind(attempt_id)
         .bind(now.as_millisecond() + lease_millis)
         .execute(&mut *tx)
-        .await?;
+        .await?
+        .rows_affected();
         tx.commit().await?;
-        Ok(DialDecision::Dial)
+        // Only the request that moved the attempt to `dialling` may dial.
+        Ok(if started == 1 {
+            DialDecision::Dial
+        } else {
+            DialDecision::AlreadyStarted
+        })
     }
 
     /// The `<Dial action>` arrived: the member leg is over. Moves `dialling` to
@@ -593,11 +602,14 @@ impl Store {
             tx.commit().await?;
             return Ok(false);
         }
-        let current: Option<Option<String>> =
-            sqlx::query_scalar("select member_status from contact_attempts where id = $1")
-                .bind(attempt_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        // Locked on PostgreSQL: two callbacks at once must rank against each other.
+        let current: Option<Option<String>> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select member_status from contact_attempts where id = $1{}",
+            self.lock_rows("contact_attempts")
+        )))
+        .bind(attempt_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(current) = current else {
             tx.commit().await?;
             return Ok(false);
@@ -657,7 +669,7 @@ impl Store {
         now: i64,
     ) -> Result<bool> {
         let mut tx = self.begin_write().await?;
-        let applied = finish_in(&mut tx, attempt_id, finish, policy, now).await?;
+        let applied = finish_in(&mut tx, self.backend, attempt_id, finish, policy, now).await?;
         tx.commit().await?;
         Ok(applied)
     }
@@ -680,47 +692,186 @@ impl Store {
         policy_of: impl Fn(i64) -> Option<RetryPolicy>,
         now: i64,
     ) -> Result<()> {
-        let open: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
-            "select id, campaign_id, state, keyed, member_status from contact_attempts \
-             where session_id = $1 and state in ('leased', 'dialling', 'answered')",
-        )
-        .bind(session_id)
-        .fetch_all(&self.pool)
-        .await?;
-        for (id, campaign_id, state, keyed, member_status) in open {
-            let policy = policy_of(campaign_id).unwrap_or_default();
-            match state.as_str() {
-                "leased" => {
-                    self.release_attempt(id, now).await?;
-                }
-                "dialling" if member_status.as_deref().is_none_or(|s| !is_final_status(s)) => {
-                    sqlx::query(
-                        "update contact_attempts set state = 'reconcile' \
-                         where id = $1 and state = 'dialling'",
-                    )
-                    .bind(id)
-                    .execute(&self.pool)
-                    .await?;
-                }
-                _ => {
-                    // Member leg over. Answers keyed so far are kept; with none, try
-                    // again later as if they had asked for a call back.
-                    let finish = Finish {
-                        disposition: if keyed == "[]" {
-                            Some(
-                                dial_disposition(member_status.as_deref())
-                                    .unwrap_or(Disposition::CallBackLater),
-                            )
-                        } else {
-                            None
-                        },
-                        opt_out: false,
-                    };
-                    self.finish_attempt(id, finish, &policy, now).await?;
-                }
+        // A step racing the hang-up (the dial action, a key press) can move an attempt
+        // on between the read and the fenced update: read again until nothing is open.
+        for _ in 0..5 {
+            let open: Vec<(i64, i64, String, String, Option<String>)> = sqlx::query_as(
+                "select id, campaign_id, state, keyed, member_status from contact_attempts \
+                 where session_id = $1 and state in ('leased', 'dialling', 'answered')",
+            )
+            .bind(session_id)
+            .fetch_all(&self.pool)
+            .await?;
+            if open.is_empty() {
+                break;
+            }
+            for (id, campaign_id, state, keyed, member_status) in open {
+                self.settle_one(
+                    id,
+                    &state,
+                    &keyed,
+                    member_status.as_deref(),
+                    || policy_of(campaign_id).unwrap_or_default(),
+                    now,
+                )
+                .await?;
             }
         }
         Ok(())
+    }
+
+    async fn settle_one(
+        &self,
+        id: i64,
+        state: &str,
+        keyed: &str,
+        member_status: Option<&str>,
+        policy: impl FnOnce() -> RetryPolicy,
+        now: i64,
+    ) -> Result<()> {
+        match state {
+            "leased" => {
+                self.release_attempt(id, now).await?;
+            }
+            "dialling" if member_status.is_none_or(|s| !is_final_status(s)) => {
+                sqlx::query(
+                    "update contact_attempts set state = 'reconcile' \
+                     where id = $1 and state = 'dialling'",
+                )
+                .bind(id)
+                .execute(&self.pool)
+                .await?;
+            }
+            _ => {
+                // Member leg over. Answers keyed so far are kept; with none, try again
+                // later as if they had asked for a call back.
+                let finish = Finish {
+                    disposition: if keyed == "[]" {
+                        Some(dial_disposition(member_status).unwrap_or(Disposition::CallBackLater))
+                    } else {
+                        None
+                    },
+                    opt_out: false,
+                };
+                self.finish_attempt(id, finish, &policy(), now).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A key the volunteer pressed just before hanging up, delivered after the hang-up
+    /// settled the attempt: the answer to the next question (`keyed_before` answers were
+    /// stored when the prompt was made). Stored once; a member finished without answers
+    /// now counts as surveyed. Returns false when it does not fit (stale or repeated).
+    pub async fn late_answer(
+        &self,
+        attempt_id: i64,
+        keyed_before: usize,
+        question: &str,
+        option: &str,
+        now: i64,
+    ) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "select state, keyed, campaign_id, member_id, queue_id, disposition \
+             from contact_attempts where id = $1{}",
+            self.lock_rows("contact_attempts")
+        )))
+        .bind(attempt_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let state: String = row.try_get("state")?;
+        let mut keyed: Vec<(String, String)> =
+            serde_json::from_str(&row.try_get::<String, _>("keyed")?)?;
+        if state != "completed" || keyed.len() != keyed_before {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let stored = sqlx::query(
+            "insert into answers (campaign_id, member_id, attempt_id, question_code, \
+               option_code, source, dedupe_key, created_at) \
+             values ($1, $2, $3, $4, $5, 'keypad', $6, $7) on conflict (dedupe_key) do nothing",
+        )
+        .bind(row.try_get::<i64, _>("campaign_id")?)
+        .bind(row.try_get::<i64, _>("member_id")?)
+        .bind(attempt_id)
+        .bind(question)
+        .bind(option)
+        .bind(format!("attempt:{attempt_id}:{question}"))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected()
+            == 1;
+        if stored {
+            keyed.push((question.to_owned(), option.to_owned()));
+            sqlx::query("update contact_attempts set keyed = $2, disposition = null where id = $1")
+                .bind(attempt_id)
+                .bind(serde_json::to_string(&keyed)?)
+                .execute(&mut *tx)
+                .await?;
+            if row.try_get::<Option<String>, _>("disposition")?.is_some() {
+                sqlx::query(
+                    "update call_queue set state = 'done', updated_at = $2 \
+                     where id = $1 and state = 'ready'",
+                )
+                .bind(row.try_get::<i64, _>("queue_id")?)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// The opt-out key for an attempt that has already ended (the hang-up was handled
+    /// first). An opt-out is absolute whenever it arrives: the member's number is
+    /// suppressed everywhere. Returns false if the attempt is unknown or still open.
+    pub async fn late_opt_out(&self, attempt_id: i64, now: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "select a.state, a.queue_id, m.phone from contact_attempts a \
+             join members m on m.id = a.member_id where a.id = $1",
+        )
+        .bind(attempt_id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        if AttemptState::parse(&row.try_get::<String, _>("state")?)
+            .is_none_or(AttemptState::is_open)
+        {
+            tx.commit().await?;
+            return Ok(false);
+        }
+        let phone = PhoneNumber::from_e164(&row.try_get::<String, _>("phone")?)
+            .map_err(|e| anyhow::anyhow!("stored member number is invalid: {e}"))?;
+        super::suppressions::suppress_in(
+            &mut tx,
+            &phone,
+            "asked not to be contacted (keyed by volunteer)",
+            "keypad",
+            &format!("attempt {attempt_id}"),
+            now,
+        )
+        .await?;
+        sqlx::query(
+            "update call_queue set state = 'suppressed', updated_at = $2 \
+             where id = $1 and state in ('ready', 'done')",
+        )
+        .bind(row.try_get::<i64, _>("queue_id")?)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    /// ` for update` on PostgreSQL (row lock for the rest of the transaction); nothing
+    /// on SQLite, where `BEGIN IMMEDIATE` already made this the only writer.
+    fn lock_rows(&self, table: &str) -> String {
+        lock_rows(self.backend, table)
     }
 
     /// Housekeeping, run periodically by every instance (safe concurrently):
@@ -771,6 +922,7 @@ impl Store {
             };
             let applied = finish_in(
                 &mut tx,
+                self.backend,
                 id,
                 Finish {
                     disposition,
@@ -871,6 +1023,13 @@ impl From<StoreError> for ClaimRace {
     }
 }
 
+fn lock_rows(backend: Backend, table: &str) -> String {
+    match backend {
+        Backend::Postgres => format!(" for update of {table}"),
+        Backend::Sqlite => String::new(),
+    }
+}
+
 async fn first_time(tx: &mut Tx, key: &str, now: i64) -> Result<bool> {
     Ok(sqlx::query(
         "insert into provider_events (dedupe_key, created_at) values ($1, $2) \
@@ -911,15 +1070,20 @@ async fn release_in(tx: &mut Tx, attempt_id: i64, now: i64) -> Result<bool> {
 
 async fn finish_in(
     tx: &mut Tx,
+    backend: Backend,
     attempt_id: i64,
     finish: Finish,
     policy: &RetryPolicy,
     now: i64,
 ) -> Result<bool> {
-    let row = sqlx::query(
-        "select a.state, a.keyed, a.campaign_id, a.member_id, a.queue_id, q.attempts, q.phone \
-         from contact_attempts a join call_queue q on q.id = a.queue_id where a.id = $1",
-    )
+    // The member's own number, as dialled (the queue's copy can be stale after a
+    // re-import changed it mid-call). Locked on PostgreSQL against a racing hang-up.
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select a.state, a.keyed, a.campaign_id, a.member_id, a.queue_id, q.attempts, m.phone \
+         from contact_attempts a join call_queue q on q.id = a.queue_id \
+         join members m on m.id = a.member_id where a.id = $1{}",
+        lock_rows(backend, "a")
+    )))
     .bind(attempt_id)
     .fetch_optional(&mut **tx)
     .await?

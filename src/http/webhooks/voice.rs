@@ -531,11 +531,39 @@ async fn attempt_of(
     }
 }
 
+/// A key press delivered after the hang-up that ended its call was handled (the
+/// provider sends both at once and they can arrive in either order): the ended session
+/// and its finished attempt, so the key can still be honoured.
+async fn late_key_context(
+    state: &AppState,
+    p: &Params,
+    a: Option<i64>,
+) -> Result<Option<(Campaign, Attempt)>, Fail> {
+    let Some(session) = session_of(state, p).await? else {
+        return Ok(None);
+    };
+    if session.state != SessionState::Ended {
+        return Ok(None);
+    }
+    let Some(attempt) = attempt_of(state, &session, a).await? else {
+        return Ok(None);
+    };
+    if attempt.state != AttemptState::Completed {
+        return Ok(None);
+    }
+    let campaign = state.store.get_campaign(attempt.campaign_id).await?;
+    Ok(Some((campaign, attempt)))
+}
+
 fn to_next(state: &AppState) -> Twiml {
     Twiml::new().redirect(state.url("/webhooks/voice/next"))
 }
 
-async fn next(State(state): State<AppState>, Extension(p): Extension<Params>) -> StepResult {
+async fn next(
+    State(state): State<AppState>,
+    Extension(p): Extension<Params>,
+    Query(q): StepQuery,
+) -> StepResult {
     let (session, campaign) = match loop_context(&state, &p).await? {
         Ok(ctx) => ctx,
         Err(t) => return Ok(t),
@@ -600,6 +628,27 @@ async fn next(State(state): State<AppState>, Extension(p): Extension<Params>) ->
                     .redirect(state.url(&format!("/webhooks/voice/question?a={}", attempt.id))),
             );
         }
+        AttemptState::Dialling | AttemptState::Answered => {
+            // Held by an earlier call of this volunteer whose hang-up never reached us
+            // (or has not yet): one person is on one call, so that call is over. Settle
+            // it as a hang-up (answers kept, a live member leg reconciled) and go on.
+            let Some(old) = attempt.session_id else {
+                return goodbye("You already have a call in progress on another line. Goodbye.");
+            };
+            {
+                let policy = campaign.retry_policy.clone();
+                let now_ms = now.as_millisecond();
+                state
+                    .store
+                    .settle_volunteer_hangup(old, |_| Some(policy.clone()), now_ms)
+                    .await?;
+                state
+                    .store
+                    .advance_session(old, SessionState::Ended, None, now_ms)
+                    .await?;
+            }
+            return reply(to_next(&state));
+        }
         _ => {
             return goodbye("You already have a call in progress on another line. Goodbye.");
         }
@@ -612,10 +661,27 @@ async fn next(State(state): State<AppState>, Extension(p): Extension<Params>) ->
             .await?;
         return reply(to_next(&state));
     }
-    announce(&state, &campaign, &attempt)
+    // The announcement again: silence (no key) is counted, so a call left open (a
+    // voicemail that answered a call-back) ends; each repeat renews the lease.
+    let silent = q.r.unwrap_or(0);
+    if silent >= MAX_SILENT_PROMPTS {
+        state
+            .store
+            .release_attempt(attempt.id, now.as_millisecond())
+            .await?;
+        end_session(&state, &session).await?;
+        return goodbye(
+            "We have not heard a key for a while, so we are ending this call. Goodbye.",
+        );
+    }
+    state
+        .store
+        .touch_attempt(attempt.id, now.as_millisecond() + LEASE_MILLIS)
+        .await?;
+    announce(&state, &campaign, &attempt, silent)
 }
 
-fn announce(state: &AppState, campaign: &Campaign, attempt: &Attempt) -> StepResult {
+fn announce(state: &AppState, campaign: &Campaign, attempt: &Attempt, silent: u32) -> StepResult {
     let first = campaign
         .script
         .questions
@@ -638,7 +704,7 @@ fn announce(state: &AppState, campaign: &Campaign, attempt: &Attempt) -> StepRes
                 ))
                 .say("Press 1 to call them now, or 0 to end your session."),
             )
-            .redirect(state.url("/webhooks/voice/next")),
+            .redirect(state.url(&format!("/webhooks/voice/next?r={}", silent + 1))),
     )
 }
 
@@ -909,6 +975,28 @@ async fn answer(
     Extension(p): Extension<Params>,
     Query(q): StepQuery,
 ) -> StepResult {
+    if let Some((campaign, attempt)) = late_key_context(&state, &p, q.a).await? {
+        // Nobody is listening any more; the answer is still the member's.
+        let digits = p.get("Digits").unwrap_or_default().trim();
+        if let (Some(n), Some(question)) = (q.n, current_question(&campaign.script, &attempt.keyed))
+            && let Some(option) = question
+                .options
+                .iter()
+                .find(|o| o.digit.to_string() == digits)
+        {
+            state
+                .store
+                .late_answer(
+                    attempt.id,
+                    n,
+                    &question.code,
+                    &option.code,
+                    state.clock.now().as_millisecond(),
+                )
+                .await?;
+        }
+        return reply(Twiml::new());
+    }
     let (_session, campaign, attempt) = match keying_context(&state, &p, q.a).await? {
         Ok(ctx) => ctx,
         Err(t) => return Ok(t),
@@ -1032,6 +1120,17 @@ async fn disposition(
     Extension(p): Extension<Params>,
     Query(q): StepQuery,
 ) -> StepResult {
+    if let Some((_, attempt)) = late_key_context(&state, &p, q.a).await? {
+        // An opt-out is absolute, whenever it arrives; other late outcomes changed
+        // nothing the hang-up did not already settle.
+        if p.get("Digits").map(str::trim) == Some(&OPT_OUT_KEY.to_string()) {
+            state
+                .store
+                .late_opt_out(attempt.id, state.clock.now().as_millisecond())
+                .await?;
+        }
+        return reply(Twiml::new());
+    }
     let (_session, campaign, attempt) = match keying_context(&state, &p, q.a).await? {
         Ok(ctx) => ctx,
         Err(t) => return Ok(t),
@@ -1159,7 +1258,10 @@ async fn status(
         "volunteer:{sid}:{call_status}:{}",
         p.get("SequenceNumber").unwrap_or("-")
     );
-    if !state.store.first_provider_event(&key, now).await? {
+    // Seen already: done. The event is recorded only after it was acted on (below), so
+    // a failure here is retried by the provider instead of being lost; every step is
+    // idempotent.
+    if state.store.was_provider_event(&key).await? {
         return reply(Twiml::new());
     }
     if let Some(cb) = q.cb
@@ -1184,6 +1286,7 @@ async fn status(
     {
         settle_hangup(&state, &session).await?;
     }
+    state.store.first_provider_event(&key, now).await?;
     reply(Twiml::new())
 }
 
