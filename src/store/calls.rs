@@ -161,53 +161,81 @@ pub fn is_final_status(status: &str) -> bool {
     status_rank(status) == 5
 }
 
+/// Members queued per transaction.
+const ENQUEUE_CHUNK: i64 = 5_000;
+
 impl Store {
     /// Put every member not yet queued for this campaign into its queue. Suppressed
     /// numbers go in as `suppressed`, so a later re-opt-in brings them back. Cheap to
     /// repeat: members already queued are skipped by the unique key.
     pub async fn enqueue_campaign(&self, campaign_id: i64, now: i64) -> Result<u64> {
         let targeting = self.targeting(campaign_id).await?;
-        let mut tx = self.begin_write().await?;
-        let added = sqlx::query(
-            "insert into call_queue (campaign_id, member_id, seat_id, phone, time_zone, \
-               priority, state, queued_at, updated_at) \
-             select $1, m.id, m.seat_id, m.phone, s.time_zone, 0, \
-               case when exists (select 1 from suppressions x where x.phone = m.phone) \
-                    then 'suppressed' else 'ready' end, $2, $2 \
-             from members m join seats s on s.id = m.seat_id \
-             where not exists (select 1 from call_queue q \
-                               where q.campaign_id = $1 and q.member_id = m.id)",
-        )
-        .bind(campaign_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        // A re-import may have changed a queued member's number or seat: the queue's
-        // copies follow (and the opt-out state of the new number), so suppression and
-        // shared-number checks always see the real number.
-        sqlx::query(
-            "update call_queue set \
-               phone = (select m.phone from members m where m.id = call_queue.member_id), \
-               seat_id = (select m.seat_id from members m where m.id = call_queue.member_id), \
-               time_zone = (select s.time_zone from members m join seats s on s.id = m.seat_id \
-                            where m.id = call_queue.member_id), \
-               state = case when exists (select 1 from members m join suppressions x \
-                                         on x.phone = m.phone where m.id = call_queue.member_id) \
-                            then 'suppressed' else 'ready' end, \
-               updated_at = $2 \
-             where campaign_id = $1 and state in ('ready', 'suppressed') and exists ( \
-               select 1 from members m where m.id = call_queue.member_id \
-               and (m.phone <> call_queue.phone or m.seat_id <> call_queue.seat_id))",
-        )
-        .bind(campaign_id)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        super::targeting::ensure_schedule(&mut tx, campaign_id).await?;
-        super::targeting::apply_priorities(&mut tx, self.backend, campaign_id, &targeting, false)
+        let max_id: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from members")
+            .fetch_one(&self.pool)
             .await?;
+        let mut tx = self.begin_write().await?;
+        super::targeting::ensure_schedule(&mut tx, campaign_id).await?;
         tx.commit().await?;
+        // A chunk of members per transaction: on SQLite a write transaction holds the
+        // one write lock, and live webhooks must not wait behind a million-row insert.
+        let mut added = 0;
+        let mut lo = 0;
+        while lo < max_id {
+            let hi = lo + ENQUEUE_CHUNK;
+            let mut tx = self.begin_write().await?;
+            added += sqlx::query(
+                "insert into call_queue (campaign_id, member_id, seat_id, phone, time_zone, \
+                   priority, state, queued_at, updated_at) \
+                 select $1, m.id, m.seat_id, m.phone, s.time_zone, 0, \
+                   case when exists (select 1 from suppressions x where x.phone = m.phone) \
+                        then 'suppressed' else 'ready' end, $2, $2 \
+                 from members m join seats s on s.id = m.seat_id \
+                 where m.id > $3 and m.id <= $4 and not exists (select 1 from call_queue q \
+                                   where q.campaign_id = $1 and q.member_id = m.id)",
+            )
+            .bind(campaign_id)
+            .bind(now)
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            // A re-import may have changed a queued member's number or seat: the queue's
+            // copies follow (and the opt-out state of the new number), so suppression and
+            // shared-number checks always see the real number.
+            sqlx::query(
+                "update call_queue set \
+                   phone = (select m.phone from members m where m.id = call_queue.member_id), \
+                   seat_id = (select m.seat_id from members m where m.id = call_queue.member_id), \
+                   time_zone = (select s.time_zone from members m join seats s on s.id = m.seat_id \
+                                where m.id = call_queue.member_id), \
+                   state = case when exists (select 1 from members m join suppressions x \
+                                             on x.phone = m.phone where m.id = call_queue.member_id) \
+                                then 'suppressed' else 'ready' end, \
+                   updated_at = $2 \
+                 where campaign_id = $1 and member_id > $3 and member_id <= $4 \
+                   and state in ('ready', 'suppressed') and exists ( \
+                   select 1 from members m where m.id = call_queue.member_id \
+                   and (m.phone <> call_queue.phone or m.seat_id <> call_queue.seat_id))",
+            )
+            .bind(campaign_id)
+            .bind(now)
+            .bind(lo)
+            .bind(hi)
+            .execute(&mut *tx)
+            .await?;
+            super::targeting::apply_priorities(
+                &mut tx,
+                self.backend,
+                campaign_id,
+                &targeting,
+                false,
+                Some((lo, hi)),
+            )
+            .await?;
+            tx.commit().await?;
+            lo = hi;
+        }
         Ok(added)
     }
 

@@ -52,7 +52,7 @@ impl Store {
         .bind(now_millis())
         .execute(&mut *tx)
         .await?;
-        apply_priorities(&mut tx, self.backend, campaign_id, t, true).await?;
+        apply_priorities(&mut tx, self.backend, campaign_id, t, true, None).await?;
         tx.commit().await?;
         self.targeting(campaign_id).await
     }
@@ -66,6 +66,7 @@ pub(crate) async fn apply_priorities(
     campaign_id: i64,
     t: &Targeting,
     reset: bool,
+    members: Option<(i64, i64)>,
 ) -> Result<()> {
     if reset {
         sqlx::query("update call_queue set priority = 0 where campaign_id = $1 and priority <> 0")
@@ -80,9 +81,12 @@ pub(crate) async fn apply_priorities(
         Backend::Sqlite => "json_extract(m.attributes, '$.\"' || $3 || '\"')",
         Backend::Postgres => "(cast(m.attributes as jsonb) ->> $3)",
     };
+    // Members with ids in (lo, hi] only, when the queue is filled a chunk at a time.
+    let (lo, hi) = members.unwrap_or((i64::MIN, i64::MAX));
     for (value, weight) in t.attribute_weights.iter().filter(|(_, w)| **w != 0) {
         let sql = format!(
             "update call_queue set priority = $2 where campaign_id = $1 and priority = 0 \
+             and member_id > $5 and member_id <= $6 \
              and member_id in (select m.id from members m where {value_of} = $4)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -90,6 +94,8 @@ pub(crate) async fn apply_priorities(
             .bind(*weight)
             .bind(attribute)
             .bind(value)
+            .bind(lo)
+            .bind(hi)
             .execute(&mut **tx)
             .await?;
     }
