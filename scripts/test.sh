@@ -31,7 +31,11 @@ drop_databases() {
         while read -r db; do psql -X -q -d "$TEST_POSTGRES_URL" -c "drop database if exists \"$db\" with (force)" >/dev/null; done
 }
 drop_databases "select datname from pg_database d where datname like 'pbtest\_%' and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)"
-cleanup() { drop_databases "select datname from pg_database where datname like 'pbtest\_${PHONEBANK_TEST_RUN}\_%'"; }
+cleanup() {
+    drop_databases "select datname from pg_database where datname like 'pbtest\_${PHONEBANK_TEST_RUN}\_%'"
+    # SQLite test files live under cargo's target/tmp (tests/common::test_dir).
+    rm -rf target/tmp/pbtest
+}
 trap cleanup EXIT
 
 cargo test --locked "$@"

@@ -47,7 +47,7 @@ async fn evening(opts: DemoOptions) -> demo::DemoOutcome {
 }
 
 fn sqlite_file() -> DemoDatabase {
-    let dir = tempfile::tempdir().expect("temp dir").keep();
+    let dir = common::test_dir();
     DemoDatabase::Sqlite(dir.join("e2e.db"))
 }
 

@@ -387,7 +387,7 @@ async fn cli_prints_the_report(store: Store, url: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_prints_the_report_sqlite() {
-    let path = tempfile::tempdir().unwrap().keep().join("cli.db");
+    let path = common::test_dir().join("cli.db");
     let url = format!("sqlite:{}", path.display());
     let store = Store::connect(Some(&url)).await.unwrap();
     cli_prints_the_report(store, &url).await;

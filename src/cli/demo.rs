@@ -1,4 +1,6 @@
-//! `phonebank demo`: one command, no account, no network.
+//! `phonebank demo`: one command, no account, no network. It never uses
+//! `--database-url`/`DATABASE_URL` (a demo must not write into real data): `--db` and
+//! `--postgres` choose its database.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -104,7 +106,14 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         args.hours > 0.0 && args.hours <= 12.0,
         "--hours must be above 0 and at most 12"
     );
-    let run = demo::run(&opts).await?;
+    // Ctrl-C mid-evening: dropping the run removes its temporary database.
+    let run = tokio::select! {
+        run = demo::run(&opts) => run?,
+        () = crate::http::shutdown_signal() => {
+            eprintln!("interrupted: nothing kept");
+            return Ok(ExitCode::from(130));
+        }
+    };
     let passed = run.outcome.passed();
     if args.json {
         say!("{}", serde_json::to_string(&run.outcome)?);

@@ -36,7 +36,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run an evening of simulated volunteers and members against a real server on this
     /// machine (SQLite in a temporary file; no account, no network), then print the
-    /// report and the guarantee checks. Exit status 1 if any check fails.
+    /// report and the guarantee checks. Exit status 1 if any check fails. It never uses
+    /// --database-url / DATABASE_URL: choose its database with --db or --postgres.
     Demo(demo::DemoArgs),
     /// Create the database if needed and apply pending migrations, then exit.
     Migrate,
@@ -139,7 +140,9 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
     let limits =
         crate::limits::spawn_housekeeping(state.limits.clone(), std::time::Duration::from_secs(60));
     if state.rest.is_none() {
-        tracing::warn!("TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN not set: survey texts stay queued");
+        tracing::warn!(
+            "TWILIO_ACCOUNT_SID/TWILIO_AUTH_TOKEN not set: calls and survey texts cannot be placed (503)"
+        );
     }
     let sms = crate::sms_worker::spawn(
         state.clone(),
@@ -178,8 +181,10 @@ pub(crate) fn out(line: impl std::fmt::Display) -> std::io::Result<()> {
 fn init_tracing(default_filter: &str) {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    // Colours only for a person at a terminal, never into a log file.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     let json = std::env::var("PHONEBANK_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let _ = if json {

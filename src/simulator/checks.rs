@@ -313,6 +313,17 @@ impl Observer {
     ) -> Vec<Check> {
         self.with(|s| {
             let mut checks = Vec::new();
+            // Checks over nothing prove nothing: an evening without a dial fails.
+            checks.push(Check {
+                name: "the evening was exercised",
+                passed: self.counters.dials.load(Ordering::Relaxed) > 0,
+                detail: format!(
+                    "{} dials, {} answers keyed or texted, {} opt-outs",
+                    self.counters.dials.load(Ordering::Relaxed),
+                    s.tally.values().sum::<i64>(),
+                    s.opted_out.len()
+                ),
+            });
             let mut simple = |name: &'static str, measured: String| {
                 let count = s.violation_counts.get(name).copied().unwrap_or(0);
                 checks.push(Check {

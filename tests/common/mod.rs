@@ -15,9 +15,17 @@ pub mod phone;
 
 use phonebank::store::Store;
 
+/// A directory for one test's files that outlives the test (a `Store` may still be
+/// open when it ends): under cargo's own `target/tmp`, never the system's /tmp, and
+/// removed by `scripts/test.sh` after the run.
+pub fn test_dir() -> std::path::PathBuf {
+    let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pbtest");
+    std::fs::create_dir_all(&base).expect("test dir");
+    tempfile::tempdir_in(base).expect("temp dir").keep()
+}
+
 pub async fn sqlite() -> Store {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let path = dir.keep().join("test.db");
+    let path = test_dir().join("test.db");
     Store::connect(Some(&format!("sqlite:{}", path.display())))
         .await
         .expect("open SQLite")
