@@ -5,6 +5,8 @@ mod common;
 use axum::http::StatusCode;
 use common::app::{TestApp, campaign_body};
 use common::load_seats;
+use common::phone::{Call, tuesday_evening, voice_app};
+use phonebank::domain::Clock;
 use serde_json::json;
 
 both_backends! {
@@ -240,5 +242,162 @@ both_backends! {
         ];
         expected.sort();
         assert_eq!(documented, expected);
+    }
+}
+
+fn invalid_fields(r: &common::app::Reply) -> Vec<String> {
+    assert_eq!(
+        (r.status, r.body["error"]["code"].as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, Some("invalid_fields")),
+        "{}",
+        r.text
+    );
+    r.body["error"]["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+both_backends! {
+    // Everything here is spoken inside <Say> or sent in a text; XML 1.0 cannot carry C0
+    // control characters even escaped, so the provider would drop the volunteer.
+    async fn control_characters_in_spoken_or_texted_fields_are_refused_by_field(store) {
+        let app = TestApp::new(store).await;
+        let mut body = campaign_body("Hendon\u{1}Calls");
+        body["script"]["questions"][0]["text"] = json!("Vote?\u{B}");
+        body["script"]["questions"][0]["options"][1]["label"] = json!("No\u{0}");
+        body["script"]["questions"][0]["options"][0]["sms_keywords"] = json!(["y\u{1F}"]);
+        let r = app.json("POST", "/api/v1/campaigns", body).await;
+        let fields = invalid_fields(&r);
+        for f in ["name", "script.questions[0].text", "script.questions[0].options[1].label", "script.questions[0].options[0].sms_keywords[0]"] {
+            assert!(fields.iter().any(|x| x == f), "{f} not in {fields:?}");
+        }
+        assert!(r.text.contains("U+0001"), "{}", r.text);
+        let mut body = campaign_body("Hendon Calls");
+        body["name"] = json!("Hendon\tCalls");
+        assert_eq!(invalid_fields(&app.json("POST", "/api/v1/campaigns", body).await), vec!["name"]);
+
+        // A question may run over several lines; tab and line breaks are fine there.
+        let mut body = campaign_body("Hendon Calls");
+        body["script"]["questions"][0]["text"] = json!("Can we count on your vote?\nTake your time.");
+        let r = app.json("POST", "/api/v1/campaigns", body).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let id = r.body["id"].as_i64().unwrap();
+        let r = app.json("PUT", &format!("/api/v1/campaigns/{id}"), campaign_body("Hendon\u{FFFF}")).await;
+        assert_eq!(invalid_fields(&r), vec!["name"]);
+
+        let r = app.json("POST", "/api/v1/volunteers", json!({"name": "Vic\u{1}", "phone": "020 7946 0001"})).await;
+        assert_eq!(invalid_fields(&r), vec!["name"]);
+        let r = app.json("POST", "/api/v1/volunteers", json!({"name": "Vic", "phone": "020 7946 0001", "team": "North\u{0}"})).await;
+        assert_eq!(invalid_fields(&r), vec!["team"]);
+        let r = app.json("POST", "/api/v1/volunteers", json!({"name": "Vic", "phone": "020 7946 0001"})).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let vid = r.body["volunteer"]["id"].as_i64().unwrap();
+        let r = app.json("PATCH", &format!("/api/v1/volunteers/{vid}"), json!({"name": "Vic\u{B}Smith"})).await;
+        assert_eq!(invalid_fields(&r), vec!["name"]);
+        assert_eq!(app.get(&format!("/api/v1/volunteers/{vid}")).await.body["name"], "Vic");
+    }
+
+    // Calling hours are a legal and reputational floor, not only a preference: no window
+    // may start before 08:00 or end after 21:00 in the member's time zone.
+    async fn calling_hours_outside_eight_to_nine_are_refused_by_field(store) {
+        let app = TestApp::new(store).await;
+        let mut body = campaign_body("Late Calls");
+        body["calling_hours"] = json!({"days": {"mon": {"start": "00:00", "end": "23:59"}, "tue": {"start": "10:00", "end": "20:00"}}});
+        let r = app.json("POST", "/api/v1/campaigns", body).await;
+        assert_eq!(invalid_fields(&r), vec!["calling_hours.days.mon"]);
+        assert!(r.text.contains("08:00-21:00"), "{}", r.text);
+        for (start, end) in [("07:59", "12:00"), ("12:00", "21:01"), ("06:00", "23:00")] {
+            let mut body = campaign_body("Late Calls");
+            body["calling_hours"] = json!({"days": {"sat": {"start": start, "end": end}}});
+            let r = app.json("POST", "/api/v1/campaigns", body).await;
+            assert_eq!(invalid_fields(&r), vec!["calling_hours.days.sat"], "{start}-{end}");
+        }
+        let mut body = campaign_body("Full Day");
+        body["calling_hours"] = json!({"days": {"mon": {"start": "08:00", "end": "21:00"}}});
+        let r = app.json("POST", "/api/v1/campaigns", body.clone()).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+        let id = r.body["id"].as_i64().unwrap();
+        body["calling_hours"]["days"]["mon"]["end"] = json!("22:00");
+        let r = app.json("PUT", &format!("/api/v1/campaigns/{id}"), body).await;
+        assert_eq!(invalid_fields(&r), vec!["calling_hours.days.mon"]);
+    }
+
+    // A volunteer who rang in has call history (the session, even one that ended at the
+    // PIN prompt): the documented 409, and deactivating them works.
+    async fn a_volunteer_who_rang_in_cannot_be_deleted_only_deactivated(store) {
+        load_seats(&store).await;
+        let app = voice_app(store, Clock::manual(tuesday_evening())).await;
+        let volunteer = |name: &str, phone: &str| json!({"name": name, "phone": phone});
+        let v = app.json("POST", "/api/v1/volunteers", volunteer("Vic", "+442079460500")).await;
+        let id = v.body["volunteer"]["id"].as_i64().unwrap();
+        let never = app.json("POST", "/api/v1/volunteers", volunteer("Nev", "+442079460501")).await;
+        let never = never.body["volunteer"]["id"].as_i64().unwrap();
+
+        let mut call = Call::new(&app, 1, "+442079460500");
+        let doc = call.start().await;
+        assert!(doc.gather().is_some(), "{}", doc.raw);
+        let r = app.delete(&format!("/api/v1/volunteers/{id}")).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("volunteer_has_calls")), "{}", r.text);
+        call.hang_up().await;
+        let r = app.delete(&format!("/api/v1/volunteers/{id}")).await;
+        assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text);
+        let r = app.json("PATCH", &format!("/api/v1/volunteers/{id}"), json!({"active": false})).await;
+        assert_eq!((r.status, r.body["active"].as_bool()), (StatusCode::OK, Some(false)), "{}", r.text);
+
+        assert_eq!(app.delete(&format!("/api/v1/volunteers/{never}")).await.status, StatusCode::NO_CONTENT);
+        assert_eq!(app.get(&format!("/api/v1/volunteers/{never}")).await.status, StatusCode::NOT_FOUND);
+    }
+
+    // An organiser who started a campaign and stopped it before anyone was contacted can
+    // delete it: its queue, seat schedule, targeting and still-queued texts go with it.
+    // A running campaign must be paused first, and one that texted someone is kept.
+    async fn a_started_campaign_that_contacted_nobody_can_be_deleted(store) {
+        load_seats(&store).await;
+        common::import_members_str(&store, "member_id,name,phone,constituency\nM1,Ann,+447700900001,Hendon\nM2,Bob,+447700900002,Hendon\n").await;
+        let app = voice_app(store, Clock::manual(tuesday_evening())).await;
+        let count = |table: &'static str, id: i64| {
+            let pool = app.store.pool().clone();
+            async move {
+                sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!("select count(*) from {table} where campaign_id = $1")))
+                    .bind(id).fetch_one(&pool).await.unwrap()
+            }
+        };
+        let mut ids = Vec::new();
+        for name in ["Never Called", "Texted"] {
+            let c = app.json("POST", "/api/v1/campaigns", campaign_body(name)).await;
+            let id = c.body["id"].as_i64().unwrap();
+            assert_eq!(app.json("POST", &format!("/api/v1/campaigns/{id}/start"), json!({})).await.status, StatusCode::OK);
+            let r = app.json("PUT", &format!("/api/v1/campaigns/{id}/targeting"), json!({"non_targets": "blend"})).await;
+            assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+            let r = app.json("POST", &format!("/api/v1/campaigns/{id}/sms/send"), json!({"question": "support", "audience": {"kind": "all"}})).await;
+            assert_eq!((r.status.as_u16(), r.body["queued"].as_i64()), (202, Some(2)), "{}", r.text);
+            ids.push(id);
+        }
+        let (never, texted) = (ids[0], ids[1]);
+        for table in ["call_queue", "seat_schedule", "campaign_targeting", "sms_outbox"] {
+            assert!(count(table, never).await > 0, "{table} has no rows: the test proves nothing");
+        }
+
+        let r = app.delete(&format!("/api/v1/campaigns/{never}")).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("campaign_active")), "{}", r.text);
+        app.json("POST", &format!("/api/v1/campaigns/{never}/pause"), json!({})).await;
+        let r = app.delete(&format!("/api/v1/campaigns/{never}")).await;
+        assert_eq!(r.status, StatusCode::NO_CONTENT, "{}", r.text);
+        assert_eq!(app.get(&format!("/api/v1/campaigns/{never}")).await.status, StatusCode::NOT_FOUND);
+        for table in ["call_queue", "seat_schedule", "campaign_targeting", "sms_outbox"] {
+            assert_eq!(count(table, never).await, 0, "{table}");
+        }
+
+        // A text handed to the provider is a contact: the campaign stays.
+        sqlx::query("update sms_outbox set state = 'sent', sent_at = 1 where campaign_id = $1 and id = (select min(id) from sms_outbox where campaign_id = $1)")
+            .bind(texted).execute(app.store.pool()).await.unwrap();
+        app.json("POST", &format!("/api/v1/campaigns/{texted}/pause"), json!({})).await;
+        let r = app.delete(&format!("/api/v1/campaigns/{texted}")).await;
+        assert_eq!((r.status, r.body["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("campaign_has_texts")), "{}", r.text);
+        assert_eq!(count("call_queue", texted).await, 2);
+        assert_eq!(app.get(&format!("/api/v1/campaigns/{texted}")).await.status, StatusCode::OK);
     }
 }

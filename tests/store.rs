@@ -89,11 +89,13 @@ both_backends! {
                    X1,Bad Code,England,London,1\n\
                    E14000002,Bad Nation,Atlantis,London,1\n\
                    E14000003,Bad Majority,England,London,lots\n\
-                   E14000001,Good Seat,England,London,100\n";
+                   E14000001,Good Seat,England,London,100\n\
+                   E14000004,Bad\u{B}Name,England,London,1\n";
         let report = import_seats(&store, std::io::Cursor::new(csv.as_bytes().to_vec())).await.unwrap();
         assert_eq!(report.imported, 1);
         let lines: Vec<u64> = report.rejected.iter().map(|r| r.line).collect();
-        assert_eq!(lines, vec![3, 4, 5, 6], "{:?}", report.rejected);
+        assert_eq!(lines, vec![3, 4, 5, 6, 7], "{:?}", report.rejected);
+        assert!(report.rejected[4].reason.contains("name contains the control character U+000B"), "{:?}", report.rejected);
     }
 
     async fn a_mixed_member_file_imports_exactly_the_good_rows(store) {
@@ -145,9 +147,69 @@ both_backends! {
         let lines: Vec<u64> = report.warnings.iter().map(|w| w.line).collect();
         assert_eq!(lines, vec![2, 3], "{:?}", report.warnings);
         assert_eq!(report.shared_phone_rows, 2);
+        // The warning says what the claim does (README "Shared numbers"): the number is
+        // never on two live calls, and each member on it is still called in turn.
+        for w in &report.warnings {
+            assert_eq!(w.warning, phonebank::import::members::SHARED_NUMBER_WARNING);
+        }
+        assert!(report.warnings[0].warning.contains("never on two live calls at once"));
+        assert!(report.warnings[0].warning.contains("each member on it is still called in turn"));
+        assert!(!report.warnings[0].warning.contains("at most once"));
         let on_number = store.members_by_phone(&gb("020 7946 0111")).await.unwrap();
         assert_eq!(on_number.len(), 2);
         assert_eq!(on_number[0].shares_phone_with, vec!["H2".to_string()]);
+    }
+
+    // A name is spoken inside <Say>, where XML 1.0 cannot carry C0 control characters,
+    // and PostgreSQL cannot store NUL at all: such a row is rejected with its line and
+    // the column, and the rest of the file is imported (on both engines).
+    async fn control_characters_in_member_rows_are_rejected_by_line(store) {
+        load_seats(&store).await;
+        let csv = "member_id,name,phone,constituency,membership,notes\n\
+                   M1,Ann,+447700900001,Hendon,full,\n\
+                   M2,Nu\u{0}l,+447700900002,Hendon,full,\n\
+                   M3,Cat,+447700900003,Hendon,full,\"two\tparts\"\n\
+                   M4,Dee\u{B}Smith,+447700900004,Hendon,full,\n\
+                   M5,Eve,+447700900005,Hendon,ful\u{1}l,\n\
+                   M6,Fay\tJones,+447700900006,Hendon,full,\n\
+                   M\u{0}7,Gus,+447700900007,Hendon,full,\n\
+                   M8,Hal\u{FFFF},+447700900008,Hendon,full,\n";
+        let report = phonebank::import::import_members(&store, std::io::Cursor::new(csv.as_bytes().to_vec()), phonenumber::country::Id::GB)
+            .await
+            .expect("one bad row never fails the import");
+        assert_eq!(report.imported, 2, "{report:?}");
+        let got = reasons(&report);
+        let lines: Vec<u64> = got.iter().map(|(l, _)| *l).collect();
+        assert_eq!(lines, vec![3, 5, 6, 7, 8, 9], "{got:?}");
+        for ((_, reason), (column, code)) in got.iter().zip([("name", "U+0000"), ("name", "U+000B"), ("membership", "U+0001"),
+                                                              ("name", "U+0009"), ("member_id", "U+0000"), ("name", "U+FFFF")]) {
+            assert!(reason.starts_with(column) && reason.contains(code), "{reason:?} should name {column} and {code}");
+        }
+        assert_eq!(store.get_member("M3").await.unwrap().attributes["notes"], "two\tparts");
+        assert!(matches!(store.get_member("M2").await, Err(StoreError::NotFound)));
+    }
+
+    // Two exports joined into one file: the second one's byte-order mark is not part of
+    // the member id (or the next clean import would add the same person again), and its
+    // header line is skipped with a warning rather than rejected as a member.
+    async fn a_byte_order_mark_mid_file_is_not_part_of_any_value(store) {
+        load_seats(&store).await;
+        let first = "member_id,name,phone,constituency\nA1,Ann,+447700900001,Hendon\n\u{FEFF}A2,Bob,+447700900002,Hendon\nA3,\u{FEFF}Cat\u{FEFF},+447700900003,Hendon\n";
+        let rep = import_members_str(&store, first).await;
+        assert_eq!((rep.imported, rep.rejected.len()), (3, 0), "{rep:?}");
+        let again = "member_id,name,phone,constituency\nA1,Ann,+447700900001,Hendon\nA2,Bob,+447700900002,Hendon\nA3,Cat,+447700900003,Hendon\n";
+        let rep = import_members_str(&store, again).await;
+        assert_eq!((rep.imported, rep.updated, rep.unchanged), (0, 0, 3), "same people re-imported: {rep:?}");
+        assert_eq!(store.count_members().await.unwrap(), 3);
+
+        let joined = "\u{FEFF}member_id,name,phone,constituency\r\nA1,Ann,+447700900001,Hendon\r\n\
+                      \u{FEFF}Member_ID,Name,Phone,Constituency\r\nA4,Dan,+447700900004,Hendon\r\n";
+        let rep = import_members_str(&store, joined).await;
+        assert_eq!((rep.imported, rep.unchanged, rep.rejected.len()), (1, 1, 0), "{rep:?}");
+        assert_eq!(rep.warnings.len(), 1, "{rep:?}");
+        assert_eq!(rep.warnings[0].line, 3);
+        assert!(rep.warnings[0].warning.contains("header line is repeated"), "{rep:?}");
+        assert_eq!(store.get_member("A4").await.unwrap().name, "Dan");
     }
 
     async fn members_need_seats_first(store) {

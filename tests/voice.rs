@@ -384,3 +384,37 @@ both_backends! {
         assert_eq!(bank.count("select count(*) from contact_attempts where state = 'leased'").await, 0);
     }
 }
+
+both_backends! {
+    // Defence in depth: a name stored before imports refused control characters (or by
+    // any other route) is still never written into TwiML, where XML 1.0 cannot carry it
+    // and the provider would drop the volunteer on every call that announces the member.
+    async fn a_control_character_in_a_stored_name_never_reaches_twiml(store) {
+        let clock = Clock::manual(tuesday_evening());
+        load_seats(&store).await;
+        let rep = import_members_str(&store, "member_id,name,phone,constituency\nM1,Ann Smith,+447700900001,Hendon\n").await;
+        assert_eq!(rep.imported, 1, "{rep:?}");
+        sqlx::query("update members set name = $1 where external_id = 'M1'")
+            .bind("Ann\u{B}Smith\u{1}")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let app = voice_app(store, clock.clone()).await;
+        let c = app.json("POST", "/api/v1/campaigns", campaign_body("Hendon Calls")).await;
+        let id = c.body["id"].as_i64().unwrap();
+        app.json("POST", &format!("/api/v1/campaigns/{id}/start"), json!({})).await;
+        let v = app.json("POST", "/api/v1/volunteers", json!({"name": "Vic", "phone": VOLUNTEER})).await;
+        let pin = v.body["pin"].as_str().unwrap().to_owned();
+        let mut call = Call::new(&app, 1, VOLUNTEER);
+        let doc = call.start().await;
+        let announce = call.press(&doc, &pin).await;
+        assert!(announce.said().contains("AnnSmith"), "the member was not announced: {}", announce.raw);
+        let bad: Vec<char> = call
+            .docs
+            .iter()
+            .flat_map(|d| d.raw.chars())
+            .filter(|&c| phonebank::domain::text::is_xml_forbidden(c))
+            .collect();
+        assert!(bad.is_empty(), "TwiML with XML-forbidden characters {bad:?}: {}", announce.raw);
+    }
+}

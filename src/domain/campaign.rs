@@ -14,6 +14,8 @@ use jiff::civil::{Time, Weekday};
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use super::text::control_character;
+
 /// Keys the volunteer loop keeps for itself on every answer menu; options may not use them.
 pub const UNDO_KEY: char = '9';
 pub const OTHER_OUTCOMES_KEY: char = '0';
@@ -360,6 +362,9 @@ impl Script {
                     "question text must be 1-1000 characters",
                 ));
             }
+            if let Some(reason) = control_character(&q.text, true) {
+                errors.push(err(format!("{at}.text"), format!("question text {reason}")));
+            }
             if q.options.len() < 2 {
                 errors.push(err(
                     format!("{at}.options"),
@@ -395,11 +400,16 @@ impl Script {
                 if o.label.trim().is_empty() || o.label.len() > 200 {
                     errors.push(err(format!("{at}.label"), "label must be 1-200 characters"));
                 }
+                if let Some(reason) = control_character(&o.label, false) {
+                    errors.push(err(format!("{at}.label"), format!("label {reason}")));
+                }
                 for (ki, k) in o.sms_keywords.iter().enumerate() {
                     let at = format!("{at}.sms_keywords[{ki}]");
                     let k = k.trim().to_lowercase();
                     if k.is_empty() || k.contains(char::is_whitespace) {
                         errors.push(err(&at, "a keyword is one word"));
+                    } else if let Some(reason) = control_character(&k, false) {
+                        errors.push(err(&at, format!("keyword {reason}")));
                     } else if OPT_OUT_WORDS.contains(&k.as_str())
                         || CONTROL_WORDS.contains(&k.as_str())
                     {
@@ -450,21 +460,37 @@ impl Script {
 }
 
 impl CallingHours {
+    /// The earliest start any window may have, in the member's local time.
+    pub const EARLIEST: Time = Time::constant(8, 0, 0, 0);
+    /// The latest end any window may have (exclusive), in the member's local time.
+    pub const LATEST: Time = Time::constant(21, 0, 0, 0);
+
+    /// Every window must start before it ends and lie within 08:00-21:00 local: a floor
+    /// an organiser cannot set aside (nobody is rung at 23:30 because of a typo). We
+    /// found no statutory UK hours for live calls (`../shared/reference/reliability.md` §4.4); 08:00-21:00
+    /// is the US FCC rule (47 CFR 64.1200(c)(1)), and the default window sits well
+    /// inside it.
     pub fn validate(&self) -> Result<(), Vec<FieldError>> {
         let errors: Vec<_> = self
             .days
             .iter()
-            .filter(|(_, w)| w.start >= w.end)
-            .map(|(d, _)| {
-                err(
+            .filter_map(|(d, w)| {
+                let message = if w.start >= w.end {
+                    "start must be before end"
+                } else if w.start < Self::EARLIEST || w.end > Self::LATEST {
+                    "calling hours must lie within 08:00-21:00 local time"
+                } else {
+                    return None;
+                };
+                Some(err(
                     format!(
                         "calling_hours.days.{}",
                         serde_json::to_string(d)
                             .unwrap_or_default()
                             .trim_matches('"')
                     ),
-                    "start must be before end",
-                )
+                    message,
+                ))
             })
             .collect();
         if errors.is_empty() {
@@ -554,6 +580,48 @@ mod tests {
         // The Monday before, 09:30 UTC is 09:30 GMT: too early.
         let at: jiff::Timestamp = "2026-03-23T09:30:00Z".parse().unwrap();
         assert!(!hours.allows(&at.in_tz("Europe/London").unwrap()));
+    }
+
+    #[test]
+    fn control_characters_in_question_text_labels_and_keywords_are_refused() {
+        let mut s = sample_script();
+        s.questions[0].text = "Will you vote\u{B} for us?".into();
+        s.questions[0].options[0].label = "Yes\u{1}".into();
+        s.questions[0].options[1].sms_keywords.push("n\u{0}".into());
+        s.questions[1].text = "Would you help?\nPlease say.".into();
+        let errors = s.validate().unwrap_err();
+        let fields: Vec<_> = errors.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            vec![
+                "script.questions[0].text",
+                "script.questions[0].options[0].label",
+                "script.questions[0].options[1].sms_keywords[2]"
+            ],
+            "{errors:?}"
+        );
+    }
+
+    #[test]
+    fn calling_hours_must_lie_within_eight_to_nine() {
+        let window = |start: &str, end: &str| -> CallingHours {
+            serde_json::from_value(
+                serde_json::json!({"days": {"mon": {"start": start, "end": end}}}),
+            )
+            .unwrap()
+        };
+        assert_eq!(window("08:00", "21:00").validate(), Ok(()));
+        for (start, end) in [
+            ("00:00", "23:59"),
+            ("07:59", "20:00"),
+            ("09:00", "21:01"),
+            ("06:00", "12:00"),
+        ] {
+            let errors = window(start, end).validate().unwrap_err();
+            assert_eq!(errors[0].field, "calling_hours.days.mon", "{start}-{end}");
+            assert!(errors[0].message.contains("08:00-21:00"), "{errors:?}");
+        }
+        assert_eq!(CallingHours::default().validate(), Ok(()));
     }
 
     #[test]

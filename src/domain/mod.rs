@@ -5,6 +5,7 @@ pub mod credentials;
 pub mod phone;
 pub mod sms;
 pub mod targeting;
+pub mod text;
 
 pub use campaign::{
     AnswerOption, CallingHours, CampaignStatus, Disposition, FieldError, Question, RetryPolicy,

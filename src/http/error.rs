@@ -182,12 +182,17 @@ impl From<StoreError> for ApiError {
 fn conflict_message(code: &str) -> &'static str {
     match code {
         "volunteer_phone_taken" => "another volunteer is registered on this number",
-        "campaign_active" => "pause the campaign before changing its script",
+        "campaign_active" => {
+            "the campaign is running: pause it before changing its script or deleting it"
+        }
         "campaign_finished" => "a finished campaign cannot be changed",
         "campaign_has_attempts" => {
             "calls have been made for this campaign; finish it instead of deleting it"
         }
-        "volunteer_has_calls" => "this volunteer has made calls; deactivate them instead",
+        "campaign_has_texts" => {
+            "survey texts have been sent for this campaign; finish it instead of deleting it"
+        }
+        "volunteer_has_calls" => "this volunteer has rung in or been rung; deactivate them instead",
         "status_transition" => "the campaign cannot move to that state from its current one",
         _ => "the request conflicts with the current state",
     }

@@ -7,8 +7,11 @@ use std::io::Read;
 use phonenumber::country::Id as Region;
 use tokio::sync::mpsc;
 
-use super::{BATCH_SIZE, Header, ImportError, ImportReport, Rejected, Warning, csv_reader, field};
+use super::{
+    BATCH_SIZE, Header, ImportError, ImportReport, Rejected, Warning, csv_reader, field, strip_boms,
+};
 use crate::domain::PhoneNumber;
+use crate::domain::text::control_character;
 use crate::store::Store;
 use crate::store::members::MemberRecord;
 use crate::store::seats::SeatIndex;
@@ -23,7 +26,14 @@ struct Batch {
     records: Vec<MemberRecord>,
     lines: Vec<u64>,
     rejected: Vec<Rejected>,
+    warnings: Vec<Warning>,
 }
+
+/// What the import tells the organiser about a shared number (see README "Shared
+/// numbers"): the number is the unit of contact, not the member.
+pub const SHARED_NUMBER_WARNING: &str = "phone number is shared with another member; \
+    it is never on two live calls at once, each member on it is still called in turn, \
+    an opt-out from it covers them all, and SMS replies from it go to review";
 
 /// Import a member file. Re-importing the same file changes nothing; a member whose row
 /// changed is updated in place (matched by `member_id`).
@@ -46,6 +56,10 @@ pub async fn import_members<R: Read + Send + 'static>(
         report.updated += counts.updated;
         report.unchanged += counts.unchanged;
         report.rejected.extend(batch.rejected);
+        let room = MAX_WARNINGS.saturating_sub(report.warnings.len());
+        report
+            .warnings
+            .extend(batch.warnings.into_iter().take(room));
         report.shared_phone_rows += shared.len() as u64;
         if !shared.is_empty() {
             let line_of: HashMap<&str, u64> = batch
@@ -60,7 +74,7 @@ pub async fn import_members<R: Read + Send + 'static>(
                 }
                 report.warnings.push(Warning {
                     line: line_of.get(s.external_id.as_str()).copied().unwrap_or(0),
-                    warning: "phone number is shared with another member; it is called at most once per campaign and SMS replies from it go to review".into(),
+                    warning: SHARED_NUMBER_WARNING.into(),
                 });
             }
         }
@@ -118,8 +132,16 @@ fn parse<R: Read>(
             }
         }
         let line = lines.of(record.position());
+        strip_boms(&mut record);
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue; // blank line
+        }
+        if header.is_repeated_by(&record) {
+            batch.warnings.push(Warning {
+                line,
+                warning: "the header line is repeated here (two files joined?); skipped".into(),
+            });
+            continue;
         }
         match validate(
             &record,
@@ -153,6 +175,7 @@ fn new_batch() -> Batch {
         records: Vec::with_capacity(BATCH_SIZE),
         lines: Vec::with_capacity(BATCH_SIZE),
         rejected: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 
@@ -173,6 +196,17 @@ fn validate(
             header.names.len(),
             record.len()
         ));
+    }
+    // Names are spoken inside <Say> (XML 1.0 cannot carry most control characters) and
+    // PostgreSQL cannot store NUL: refuse the row, not the file.
+    let one_line = [id_col, name_col, phone_col, seat_col];
+    for i in one_line.into_iter().chain(extra.iter().map(|(i, _)| *i)) {
+        let Ok(text) = std::str::from_utf8(record.get(i).unwrap_or_default()) else {
+            continue; // reported as not UTF-8 below
+        };
+        if let Some(reason) = control_character(text.trim(), !one_line.contains(&i)) {
+            return Err(format!("{} {reason}", header.names[i]));
+        }
     }
     let external_id = field(record, id_col)?;
     if external_id.is_empty() {

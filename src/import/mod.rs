@@ -85,11 +85,8 @@ impl Header {
             return Err(ImportError::Empty);
         }
         let mut names = Vec::with_capacity(record.len());
-        for (i, field) in record.iter().enumerate() {
-            let mut name = String::from_utf8_lossy(field).into_owned();
-            if i == 0 {
-                name = name.trim_start_matches('\u{feff}').to_owned();
-            }
+        for field in record.iter() {
+            let name = String::from_utf8_lossy(field).replace(BOM_CHAR, "");
             let name = name.trim().to_lowercase();
             if !name.is_empty() && names.contains(&name) {
                 return Err(ImportError::DuplicateColumn(name));
@@ -97,6 +94,15 @@ impl Header {
             names.push(name);
         }
         Ok(Self { names })
+    }
+
+    /// Is this row the header again (after BOMs are stripped)? Two exports joined into
+    /// one file repeat it mid-file.
+    pub(crate) fn is_repeated_by(&self, record: &csv::ByteRecord) -> bool {
+        record.len() == self.names.len()
+            && record.iter().zip(&self.names).all(|(f, n)| {
+                std::str::from_utf8(f).is_ok_and(|f| f.trim().eq_ignore_ascii_case(n))
+            })
     }
 
     pub(crate) fn position(&self, name: &str) -> Option<usize> {
@@ -207,6 +213,34 @@ impl<R: Read> Read for Progress<R> {
         self.bar.inc(n as u64);
         Ok(n)
     }
+}
+
+const BOM_CHAR: char = '\u{feff}';
+const BOM: &[u8] = "\u{feff}".as_bytes();
+
+/// Remove U+FEFF from every field. At the start of a file it is a byte-order mark (the
+/// header reader drops it); anywhere else it is one from a second export joined onto the
+/// first, or a zero-width no-break space nobody can see. Either way it is never part of
+/// a value: left in, `\u{feff}A2` would be a different member id from `A2`.
+pub(crate) fn strip_boms(record: &mut csv::ByteRecord) {
+    let has_bom = |f: &[u8]| f.windows(BOM.len()).any(|w| w == BOM);
+    if !has_bom(record.as_slice()) {
+        return;
+    }
+    let mut clean = csv::ByteRecord::with_capacity(record.as_slice().len(), record.len());
+    let mut buf = Vec::new();
+    for f in record.iter() {
+        buf.clear();
+        let mut rest = f;
+        while let Some(at) = rest.windows(BOM.len()).position(|w| w == BOM) {
+            buf.extend_from_slice(&rest[..at]);
+            rest = &rest[at + BOM.len()..];
+        }
+        buf.extend_from_slice(rest);
+        clean.push_field(&buf);
+    }
+    clean.set_position(record.position().cloned());
+    *record = clean;
 }
 
 /// A field as trimmed UTF-8, or the reason it is not.

@@ -4,6 +4,7 @@
 use std::io::Read;
 
 use super::{Header, ImportError, ImportReport, Rejected, csv_reader, field};
+use crate::domain::text::control_character;
 use crate::store::Store;
 use crate::store::seats::SeatRecord;
 
@@ -53,6 +54,7 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
             }
         }
         let line = lines.of(record.position());
+        super::strip_boms(&mut record);
         if record.iter().all(|f| f.iter().all(u8::is_ascii_whitespace)) {
             continue;
         }
@@ -66,7 +68,14 @@ fn parse<R: Read>(input: R) -> Result<(Vec<SeatRecord>, Vec<Rejected>), ImportEr
             }
             let text = |name: &str| -> Result<Option<String>, String> {
                 match col(name) {
-                    Some(i) => field(&record, i).map(|s| (!s.is_empty()).then(|| s.to_owned())),
+                    Some(i) => {
+                        let s = field(&record, i)?;
+                        // Seat names are spoken to volunteers ("Alex from Hendon").
+                        if let Some(reason) = control_character(s, false) {
+                            return Err(format!("{name} {reason}"));
+                        }
+                        Ok((!s.is_empty()).then(|| s.to_owned()))
+                    }
                     None => Ok(None),
                 }
             };

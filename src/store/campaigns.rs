@@ -166,23 +166,72 @@ impl Store {
         self.get_campaign(id).await
     }
 
-    /// Delete a campaign nobody has been called for yet.
+    /// Delete a campaign that never contacted anyone: no call attempt, no text handed to
+    /// the provider, no answer, no reply. What starting it created (its queue, seat
+    /// schedule, targeting, texts still queued or skipped) goes in the same transaction;
+    /// volunteer sessions and call-backs that named it keep their history without it.
+    /// A running campaign must be paused first (`campaign_active`): volunteers may be
+    /// on the line for it.
     pub async fn delete_campaign(&self, id: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let attempts: i64 =
-            sqlx::query_scalar("select count(*) from contact_attempts where campaign_id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-        if attempts > 0 {
+        // On PostgreSQL the row lock orders this against a claim or a send inserting
+        // rows that point at the campaign (their foreign keys lock the same row).
+        let lock = match self.backend {
+            super::Backend::Postgres => " for update",
+            super::Backend::Sqlite => "",
+        };
+        let status: String = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+            "select status from campaigns where id = $1{lock}"
+        )))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        if status == CampaignStatus::Active.as_str() {
+            return Err(StoreError::Conflict("campaign_active"));
+        }
+        let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql).bind(id);
+        let attempts = count("select count(*) from contact_attempts where campaign_id = $1")
+            .fetch_one(&mut *tx)
+            .await?;
+        let answers = count("select count(*) from answers where campaign_id = $1")
+            .fetch_one(&mut *tx)
+            .await?;
+        if attempts > 0 || answers > 0 {
             return Err(StoreError::Conflict("campaign_has_attempts"));
         }
-        let done = sqlx::query("delete from campaigns where id = $1")
-            .bind(id)
-            .execute(&mut *tx)
+        let texts = count(
+            "select count(*) from sms_outbox where campaign_id = $1 \
+             and state not in ('queued', 'skipped')",
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        let replies = count("select count(*) from sms_replies where campaign_id = $1")
+            .fetch_one(&mut *tx)
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NotFound);
+        if texts > 0 || replies > 0 {
+            return Err(StoreError::Conflict("campaign_has_texts"));
+        }
+        for sql in [
+            "delete from sms_outbox where campaign_id = $1",
+            "delete from seat_schedule where campaign_id = $1",
+            "delete from campaign_targeting where campaign_id = $1",
+            "delete from call_queue where campaign_id = $1",
+            "update volunteer_sessions set campaign_id = null where campaign_id = $1",
+            "update callback_requests set campaign_id = null where campaign_id = $1",
+            "delete from campaigns where id = $1",
+        ] {
+            sqlx::query(sql)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| match &e {
+                    // A table added later that points here: refuse, never a 500.
+                    sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                        StoreError::Conflict("campaign_has_attempts")
+                    }
+                    _ => e.into(),
+                })?;
         }
         tx.commit().await?;
         Ok(())

@@ -148,21 +148,33 @@ impl Store {
         Ok(())
     }
 
-    /// Remove a volunteer who never made a call; one with history must be deactivated.
+    /// Remove a volunteer who never rang in and was never rung: one with any call
+    /// history (a session, even one that ended at the PIN prompt, a call-back request or
+    /// an attempt) must be deactivated instead, so that history keeps its volunteer.
     pub async fn delete_volunteer(&self, id: i64) -> Result<()> {
         let mut tx = self.begin_write().await?;
-        let calls: i64 =
-            sqlx::query_scalar("select count(*) from contact_attempts where volunteer_id = $1")
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let calls: i64 = sqlx::query_scalar(
+            "select (select count(*) from contact_attempts where volunteer_id = $1) \
+                  + (select count(*) from volunteer_sessions where volunteer_id = $1) \
+                  + (select count(*) from callback_requests where volunteer_id = $1)",
+        )
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
         if calls > 0 {
             return Err(StoreError::Conflict("volunteer_has_calls"));
         }
         let done = sqlx::query("delete from volunteers where id = $1")
             .bind(id)
             .execute(&mut *tx)
-            .await?;
+            .await
+            .map_err(|e| match &e {
+                // A call that started after the count (PostgreSQL): the same answer.
+                sqlx::Error::Database(db) if db.is_foreign_key_violation() => {
+                    StoreError::Conflict("volunteer_has_calls")
+                }
+                _ => e.into(),
+            })?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

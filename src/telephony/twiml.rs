@@ -6,6 +6,8 @@
 use quick_xml::Writer;
 use quick_xml::events::{BytesDecl, BytesEnd, BytesStart, BytesText, Event};
 
+use crate::domain::text::xml_safe;
+
 /// A TwiML document under construction.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Twiml {
@@ -140,10 +142,13 @@ impl Twiml {
     }
 }
 
+/// Escaping is not enough for XML 1.0: most C0 control characters may not appear even
+/// as character references, and a provider drops the call on such a document. Input is
+/// checked where it enters; this drops whatever still gets here (text and attributes).
 fn text_element(w: &mut Writer<Vec<u8>>, start: BytesStart<'_>, text: &str) {
     let name = start.name().as_ref().to_vec();
     let _ = w.write_event(Event::Start(start));
-    let _ = w.write_event(Event::Text(BytesText::new(text)));
+    let _ = w.write_event(Event::Text(BytesText::new(&xml_safe(text))));
     let _ = w.write_event(Event::End(BytesEnd::new(
         String::from_utf8_lossy(&name).into_owned(),
     )));
@@ -163,7 +168,7 @@ fn write_verb(w: &mut Writer<Vec<u8>>, verb: &Verb) {
         }
         Verb::Gather(g) => {
             let mut s = BytesStart::new("Gather");
-            s.push_attribute(("action", g.action.as_str()));
+            s.push_attribute(("action", xml_safe(g.action.as_str()).as_ref()));
             s.push_attribute(("method", "POST"));
             s.push_attribute(("input", "dtmf"));
             if let Some(n) = g.num_digits {
@@ -184,9 +189,9 @@ fn write_verb(w: &mut Writer<Vec<u8>>, verb: &Verb) {
         }
         Verb::Dial(d) => {
             let mut s = BytesStart::new("Dial");
-            s.push_attribute(("action", d.action.as_str()));
+            s.push_attribute(("action", xml_safe(d.action.as_str()).as_ref()));
             s.push_attribute(("method", "POST"));
-            s.push_attribute(("callerId", d.caller_id.as_str()));
+            s.push_attribute(("callerId", xml_safe(d.caller_id.as_str()).as_ref()));
             s.push_attribute(("timeout", d.timeout.to_string().as_str()));
             s.push_attribute(("timeLimit", d.time_limit.to_string().as_str()));
             s.push_attribute((
@@ -197,7 +202,10 @@ fn write_verb(w: &mut Writer<Vec<u8>>, verb: &Verb) {
             s.push_attribute(("answerOnBridge", "true"));
             let _ = w.write_event(Event::Start(s));
             let mut n = BytesStart::new("Number");
-            n.push_attribute(("statusCallback", d.status_callback.as_str()));
+            n.push_attribute((
+                "statusCallback",
+                xml_safe(d.status_callback.as_str()).as_ref(),
+            ));
             n.push_attribute(("statusCallbackMethod", "POST"));
             n.push_attribute((
                 "statusCallbackEvent",
@@ -238,6 +246,22 @@ mod tests {
         assert!(doc.contains("action=\"/g?x=1&amp;y=2\""), "{doc}");
         assert!(doc.contains("&amp; &lt;2&gt; for no"), "{doc}");
         assert!(!doc.contains("<2>"));
+    }
+
+    #[test]
+    fn characters_xml_cannot_carry_are_dropped_from_text_and_attributes() {
+        let doc = Twiml::new()
+            .gather(Gather::keys("/g?a=1\u{1}", 1).say("Next: Ann\u{B}Smith\u{0} from Hendon"))
+            .message("Hi\u{FFFF}\u{1F}!")
+            .render();
+        assert!(doc.contains(">Next: AnnSmith from Hendon</Say>"), "{doc}");
+        assert!(doc.contains(">Hi!</Message>"), "{doc}");
+        assert!(doc.contains("action=\"/g?a=1\""), "{doc}");
+        let bad: Vec<char> = doc
+            .chars()
+            .filter(|&c| crate::domain::text::is_xml_forbidden(c))
+            .collect();
+        assert!(bad.is_empty(), "{bad:?} in {doc}");
     }
 
     #[test]

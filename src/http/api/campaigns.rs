@@ -8,6 +8,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::domain::targeting::Targeting;
+use crate::domain::text::control_character;
 use crate::domain::{CallingHours, CampaignStatus, FieldError, PhoneNumber, RetryPolicy, Script};
 use crate::http::auth::Organiser;
 use crate::http::error::{AppJson, AppPath, AppQuery, ErrorBody};
@@ -50,6 +51,13 @@ impl CampaignInput {
             errors.push(FieldError {
                 field: "name".into(),
                 message: "name must be 1-200 characters".into(),
+            });
+        }
+        // Spoken to every volunteer and written into every survey text.
+        if let Some(reason) = control_character(&name, false) {
+            errors.push(FieldError {
+                field: "name".into(),
+                message: format!("name {reason}"),
             });
         }
         let caller_number = PhoneNumber::parse(&self.caller_number, state.settings.default_region)
@@ -149,7 +157,10 @@ async fn replace_campaign(
         .map_err(not_found)
 }
 
-/// Delete a campaign that has made no calls (409 `campaign_has_attempts` otherwise).
+/// Delete a campaign that never contacted anyone, with its queue and any texts still
+/// queued. 409 `campaign_active` while it runs (pause it first), `campaign_has_attempts`
+/// once a call was made, `campaign_has_texts` once a survey text went out: finish it
+/// instead.
 #[utoipa::path(delete, path = "/campaigns/{id}", tag = "campaigns", params(("id" = i64, Path)),
     responses((status = 204, description = "Done, no content"), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
 async fn delete_campaign(

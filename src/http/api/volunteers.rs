@@ -11,6 +11,7 @@ use utoipa_axum::routes;
 use super::members::parse_phone;
 use crate::callback::{CallbackError, request_callback};
 use crate::domain::Pin;
+use crate::domain::text::control_character;
 use crate::http::auth::Organiser;
 use crate::http::error::{AppJson, AppPath, ErrorBody};
 use crate::http::{ApiError, ApiResult, AppState};
@@ -64,7 +65,19 @@ fn check_name(name: &str) -> Result<String, ApiError> {
     if name.is_empty() || name.chars().count() > 200 {
         return Err(ApiError::invalid("name", "name must be 1-200 characters"));
     }
+    if let Some(reason) = control_character(name, false) {
+        return Err(ApiError::invalid("name", format!("name {reason}")));
+    }
     Ok(name.to_owned())
+}
+
+/// A team name, trimmed; empty means none.
+fn check_team(team: &str) -> Result<Option<String>, ApiError> {
+    let team = team.trim();
+    if let Some(reason) = control_character(team, false) {
+        return Err(ApiError::invalid("team", format!("team {reason}")));
+    }
+    Ok((!team.is_empty()).then(|| team.to_owned()))
 }
 
 /// Hash off the async threads: argon2 is deliberately slow.
@@ -97,11 +110,11 @@ async fn create_volunteer(
 ) -> ApiResult<(StatusCode, AppJson<VolunteerWithPin>)> {
     let name = check_name(&req.name)?;
     let phone = parse_phone(&state, &req.phone)?;
-    let team = req.team.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let team = req.team.as_deref().map(check_team).transpose()?.flatten();
     let (pin, hash) = new_pin().await?;
     let volunteer = state
         .store
-        .create_volunteer(&name, &phone, team, &hash)
+        .create_volunteer(&name, &phone, team.as_deref(), &hash)
         .await?;
     tracing::info!(volunteer_id = volunteer.id, "volunteer registered");
     Ok((
@@ -144,10 +157,7 @@ async fn update_volunteer(
             .as_deref()
             .map(|p| parse_phone(&state, p))
             .transpose()?,
-        team: req.team.map(|t| {
-            let t = t.trim().to_owned();
-            (!t.is_empty()).then_some(t)
-        }),
+        team: req.team.as_deref().map(check_team).transpose()?,
         active: req.active,
     };
     state
@@ -158,8 +168,8 @@ async fn update_volunteer(
         .map_err(not_found)
 }
 
-/// Remove a volunteer who never made a call (409 `volunteer_has_calls` otherwise:
-/// deactivate them instead).
+/// Remove a volunteer who never rang in and was never rung (409 `volunteer_has_calls`
+/// otherwise, even for a call that ended at the PIN prompt: deactivate them instead).
 #[utoipa::path(delete, path = "/volunteers/{id}", tag = "volunteers", params(("id" = i64, Path)),
     responses((status = 204, description = "Done, no content"), (status = 404, description = "No such resource", body = ErrorBody), (status = 409, description = "Conflicts with the current state", body = ErrorBody)))]
 async fn delete_volunteer(
