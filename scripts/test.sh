@@ -24,13 +24,19 @@ pg_up || { echo "PostgreSQL is not reachable at $TEST_POSTGRES_URL" >&2; exit 1;
 
 # This run's databases are pbtest_<run>_...; at the end only those are dropped, so two
 # runs on one server (two engineers, two CI jobs) never pull databases from under each
-# other. Leftovers of crashed runs are dropped at the start if nobody is connected.
-export PHONEBANK_TEST_RUN="${PHONEBANK_TEST_RUN:-$(date +%s)$$}"
+# other. The run id starts with its start time: leftovers of crashed runs more than six
+# hours old are dropped at the start (and unnamed ones of plain `cargo test` runs when
+# nobody is connected to them).
+export PHONEBANK_TEST_RUN="${PHONEBANK_TEST_RUN:-$(date +%s)x$$}"
 drop_databases() {
     psql -X -q -d "$TEST_POSTGRES_URL" -Atc "$1" |
         while read -r db; do psql -X -q -d "$TEST_POSTGRES_URL" -c "drop database if exists \"$db\" with (force)" >/dev/null; done
 }
-drop_databases "select datname from pg_database d where datname like 'pbtest\_%' and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)"
+stale=$(( $(date +%s) - 6 * 3600 ))
+drop_databases "select datname from pg_database d where datname like 'pbtest\_%' and (
+    (case when datname ~ '^pbtest_[0-9]+x[0-9]+_'
+          then split_part(split_part(datname, '_', 2), 'x', 1)::bigint < $stale else false end)
+    or (datname ~ '^pbtest_[0-9a-f]+$' and not exists (select 1 from pg_stat_activity a where a.datname = d.datname)))"
 cleanup() {
     drop_databases "select datname from pg_database where datname like 'pbtest\_${PHONEBANK_TEST_RUN}\_%'"
     # SQLite test files live under cargo's target/tmp (tests/common::test_dir).

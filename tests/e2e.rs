@@ -29,6 +29,21 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 async fn evening(opts: DemoOptions) -> demo::DemoOutcome {
     let _turn = ONE_AT_A_TIME.lock().await;
+    run_evening(opts).await
+}
+
+/// An evening on a fresh PostgreSQL database, created only once it is this test's turn
+/// (an idle database is fair game for a test run's clean-up).
+async fn evening_on_postgres(
+    options: impl FnOnce(DemoDatabase) -> DemoOptions,
+) -> Option<demo::DemoOutcome> {
+    let _turn = ONE_AT_A_TIME.lock().await;
+    let (store, url) = common::postgres_url().await?;
+    store.close().await;
+    Some(run_evening(options(DemoDatabase::Postgres(url))).await)
+}
+
+async fn run_evening(opts: DemoOptions) -> demo::DemoOutcome {
     // Server errors are logged, not returned: show them if a check fails.
     let _ = tracing_subscriber::fmt()
         .with_env_filter("error")
@@ -51,12 +66,6 @@ fn sqlite_file() -> DemoDatabase {
     DemoDatabase::Sqlite(dir.join("e2e.db"))
 }
 
-async fn postgres() -> Option<DemoDatabase> {
-    let (store, url) = common::postgres_url().await?;
-    store.close().await;
-    Some(DemoDatabase::Postgres(url))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evening_on_sqlite() {
     evening(short(sqlite_file())).await;
@@ -64,20 +73,16 @@ async fn an_evening_on_sqlite() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evening_on_postgres() {
-    if let Some(db) = postgres().await {
-        evening(short(db)).await;
-    }
+    evening_on_postgres(short).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_on_one_postgres_database() {
-    if let Some(db) = postgres().await {
-        evening(DemoOptions {
-            instances: 2,
-            ..short(db)
-        })
-        .await;
-    }
+    evening_on_postgres(|db| DemoOptions {
+        instances: 2,
+        ..short(db)
+    })
+    .await;
 }
 
 /// Duplicated webhooks, reordered status callbacks and 429s from the REST API change
@@ -94,14 +99,12 @@ async fn an_evening_with_carrier_faults() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_evening_with_carrier_faults_on_two_postgres_instances() {
-    if let Some(db) = postgres().await {
-        evening(DemoOptions {
-            faults: Faults::all(),
-            instances: 2,
-            ..short(db)
-        })
-        .await;
-    }
+    evening_on_postgres(|db| DemoOptions {
+        faults: Faults::all(),
+        instances: 2,
+        ..short(db)
+    })
+    .await;
 }
 
 /// The demo refuses to run in a database that already holds a campaign, so it can
