@@ -509,15 +509,24 @@ fn spawn_progress(sim: Arc<Sim>, start: Timestamp, end: Timestamp) -> tokio::tas
     })
 }
 
-/// The organiser API, as a client.
-struct Organiser {
+/// The organiser API, as a client (also used by the benchmark driver).
+pub struct Organiser {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Organiser {
-    async fn send(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Send `body` (as JSON unless null) and return the JSON answer; an error status fails.
+    pub async fn send(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self
             .http
@@ -544,7 +553,8 @@ fn seat_rows() -> Vec<csv::StringRecord> {
     r.records().filter_map(Result::ok).collect()
 }
 
-fn seat_picks() -> Vec<SeatPick> {
+/// Every bundled seat with its electorate, for the member generator.
+pub fn seat_picks() -> Vec<SeatPick> {
     seat_rows()
         .iter()
         .map(|r| SeatPick {
@@ -555,7 +565,7 @@ fn seat_picks() -> Vec<SeatPick> {
 }
 
 /// (code, name, majority) of the `n` seats with the smallest 2024 majorities.
-fn smallest_majorities(n: usize) -> Vec<(String, String, i64)> {
+pub fn smallest_majorities(n: usize) -> Vec<(String, String, i64)> {
     let mut seats: Vec<(String, String, i64)> = seat_rows()
         .iter()
         .filter_map(|r| {

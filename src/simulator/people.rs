@@ -395,10 +395,7 @@ pub async fn volunteer(sim: Arc<Sim>, card: VolunteerCard, seed: u64) {
     while sim.clock.now() < leave_at && sessions < 4 && !sim.stopping() {
         sessions += 1;
         let leg = if card.callback {
-            match ask_for_call(&sim, &card).await {
-                Some((leg, url)) => Some((leg, url)),
-                None => None,
-            }
+            ask_for_call(&sim, &card).await
         } else {
             let sid = sim.carrier.sid("CA");
             Some((
