@@ -571,16 +571,25 @@ fn shared_numbers(people: &[members::Generated]) -> std::collections::HashSet<St
         .collect()
 }
 
-/// The organiser API, as a client.
+/// The organiser API, as a client (also used by the benchmark driver).
 #[derive(Clone)]
-struct Organiser {
+pub struct Organiser {
     http: reqwest::Client,
     base: String,
     token: String,
 }
 
 impl Organiser {
-    async fn send(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
+    pub fn new(base: &str, token: &str) -> Self {
+        Self {
+            http: reqwest::Client::new(),
+            base: base.trim_end_matches('/').to_owned(),
+            token: token.to_owned(),
+        }
+    }
+
+    /// Send `body` (as JSON unless null) and return the JSON answer; an error status fails.
+    pub async fn send(&self, method: &str, path: &str, body: Value) -> anyhow::Result<Value> {
         let method = reqwest::Method::from_bytes(method.as_bytes())?;
         let mut req = self
             .http
@@ -607,7 +616,8 @@ fn seat_rows() -> Vec<csv::StringRecord> {
     r.records().filter_map(Result::ok).collect()
 }
 
-fn seat_picks() -> Vec<SeatPick> {
+/// Every bundled seat with its electorate, for the member generator.
+pub fn seat_picks() -> Vec<SeatPick> {
     seat_rows()
         .iter()
         .map(|r| SeatPick {
@@ -618,7 +628,7 @@ fn seat_picks() -> Vec<SeatPick> {
 }
 
 /// (code, name, majority) of the `n` seats with the smallest 2024 majorities.
-fn smallest_majorities(n: usize) -> Vec<(String, String, i64)> {
+pub fn smallest_majorities(n: usize) -> Vec<(String, String, i64)> {
     let mut seats: Vec<(String, String, i64)> = seat_rows()
         .iter()
         .filter_map(|r| {

@@ -82,13 +82,13 @@ fn check_team(team: &str) -> Result<Option<String>, ApiError> {
 
 /// Hash off the async threads: argon2 is deliberately slow.
 async fn new_pin() -> ApiResult<(Pin, String)> {
-    tokio::task::spawn_blocking(|| {
+    crate::domain::credentials::on_pin_thread(|| {
         let pin = Pin::generate();
         let hash = pin.hash();
         (pin, hash)
     })
     .await
-    .map_err(|e| ApiError::Internal(e.into()))
+    .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("hashing a PIN failed")))
 }
 
 #[utoipa::path(get, path = "/volunteers", tag = "volunteers",

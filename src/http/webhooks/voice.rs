@@ -346,10 +346,11 @@ async fn pin(State(state): State<AppState>, Extension(p): Extension<Params>) -> 
     let digits = p.get("Digits").unwrap_or_default().to_owned();
     let hash = store.volunteer_pin_hash(volunteer_id).await?;
     // Argon2 is deliberately slow: keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || {
+    let ok = crate::domain::credentials::on_pin_thread(move || {
         Pin::parse(digits.trim()).is_some_and(|pin| pin.verify(&hash))
     })
-    .await?;
+    .await
+    .unwrap_or(false);
     if !ok {
         let failures = store.record_pin_failure(session.id, now).await?;
         metrics::counter!("phonebank_pin_failures_total").increment(1);
