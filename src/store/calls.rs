@@ -328,13 +328,18 @@ impl Store {
             .await
             .map_err(ClaimRace::from)?;
         let pick = match self.backend {
+            // `offset 0` keeps the shared-number check a per-row probe of
+            // `call_queue_leased_phone_idx` on (campaign_id, phone). Without it the
+            // planner made it an anti-join reading every leased row of the campaign,
+            // dead versions included, at each pick: a cost growing with concurrent
+            // claims and churn (EXPLAIN in BENCHMARKS.md).
             Backend::Postgres => {
                 "select q.id, q.member_id from call_queue q \
                  where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
                    and q.not_before <= $3 \
                    and not exists (select 1 from suppressions x where x.phone = q.phone) \
                    and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
-                                   and o.phone = q.phone and o.state = 'leased') \
+                                   and o.phone = q.phone and o.state = 'leased' offset 0) \
                  order by q.priority desc, q.not_before, q.id limit 1 for update skip locked"
             }
             Backend::Sqlite => {
