@@ -359,19 +359,23 @@ impl Store {
             .await
             .map_err(ClaimRace::from)?;
         // The seat's best member. SKIP LOCKED on PostgreSQL: concurrent claims walk past
-        // each other's rows; on SQLite the single writer is the lock.
+        // each other's rows; on SQLite the single writer is the lock. On PostgreSQL
+        // `offset 0` keeps the shared-number check a per-row probe of
+        // `call_queue_leased_phone_idx`: without it the planner made it an anti-join
+        // reading every leased row of the campaign, dead versions included, at each
+        // pick (EXPLAIN in BENCHMARKS.md).
+        let (fence, lock) = match self.backend {
+            Backend::Postgres => (" offset 0", " for update skip locked"),
+            Backend::Sqlite => ("", ""),
+        };
         let pick = format!(
             "select q.id, q.member_id from call_queue q \
              where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
                and q.not_before <= $3 \
                and not exists (select 1 from suppressions x where x.phone = q.phone) \
                and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
-                               and o.phone = q.phone and o.state = 'leased') \
-             order by q.priority desc, q.not_before, q.id limit 1{}",
-            match self.backend {
-                Backend::Postgres => " for update skip locked",
-                Backend::Sqlite => "",
-            }
+                               and o.phone = q.phone and o.state = 'leased'{fence}) \
+             order by q.priority desc, q.not_before, q.id limit 1{lock}"
         );
         let mut empty: Vec<i64> = Vec::new();
         for seat in &seats {
