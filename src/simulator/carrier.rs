@@ -507,7 +507,7 @@ async fn create_message(
         );
     }
     let sid = next_sid(&s, "SM");
-    let segments = crate::simulator::segments(text);
+    let segments = crate::domain::sms::segments(text).segments;
     let _ = s.outbound.send(Outbound::Text(SentText {
         sid: sid.clone(),
         to: to.to_owned(),

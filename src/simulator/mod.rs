@@ -241,16 +241,3 @@ impl Sim {
         }
     }
 }
-
-/// Segments a text costs: GSM-7 160 (153 when split), UCS-2 70 (67). A rough
-/// classification is enough for the carrier's receipt.
-pub fn segments(text: &str) -> usize {
-    let gsm = text.chars().all(|c| c.is_ascii() && c != '`');
-    let n = if gsm {
-        text.chars().count()
-    } else {
-        text.encode_utf16().count()
-    };
-    let (single, multi) = if gsm { (160, 153) } else { (70, 67) };
-    if n <= single { 1 } else { n.div_ceil(multi) }
-}
