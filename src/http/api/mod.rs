@@ -49,6 +49,19 @@ impl Modify for BearerAuth {
     }
 }
 
+/// A list endpoint's `limit`: 100 when absent, 1 to 1000 when given.
+pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, crate::http::ApiError> {
+    let limit = limit.unwrap_or(100);
+    if (1..=1000).contains(&limit) {
+        Ok(limit)
+    } else {
+        Err(crate::http::ApiError::invalid(
+            "limit",
+            "must be between 1 and 1000",
+        ))
+    }
+}
+
 pub(super) fn router(settings: &Settings) -> ApiRouter {
     let json = OpenApiRouter::new()
         .merge(seats::router())

@@ -81,10 +81,7 @@ async fn list_suppressions(
     State(state): State<AppState>,
     AppQuery(q): AppQuery<ListQuery>,
 ) -> ApiResult<AppJson<Vec<Suppression>>> {
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::invalid("limit", "must be between 1 and 1000"));
-    }
+    let limit = super::page_limit(q.limit)?;
     Ok(AppJson(
         state
             .store
