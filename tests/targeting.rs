@@ -14,6 +14,7 @@ use phonebank::domain::{CallingHours, CampaignStatus, PhoneNumber, RetryPolicy};
 use phonebank::store::Store;
 use phonebank::store::calls::{ClaimOutcome, ClaimRequest, Finish, RateClock};
 use phonebank::store::campaigns::CampaignSpec;
+use phonebank::store::claim::IDLE_RECHECK_MS;
 use phonebank::store::seats::SeatPatch;
 
 /// Hendon, Finchley, Chipping Barnet; Bristol Central is never a target here.
@@ -138,6 +139,31 @@ impl Bank {
         .await
         .unwrap();
         Some(code)
+    }
+
+    /// A claim by volunteer `v` at `now`, left open: the attempt and its seat code.
+    async fn lease(&self, v: usize, now: Timestamp) -> Option<(i64, String)> {
+        let (volunteer_id, session_id) = self.volunteers[v];
+        let req = ClaimRequest {
+            campaign_id: self.campaign_id,
+            volunteer_id,
+            session_id,
+            hours: &self.hours,
+            now,
+            lease_millis: 600_000,
+            rate_clock: RateClock::Request,
+        };
+        let ClaimOutcome::Claimed(attempt) = self.store.claim(&req).await.unwrap() else {
+            return None;
+        };
+        let code: String = sqlx::query_scalar(
+            "select s.code from contact_attempts a join seats s on s.id = a.seat_id where a.id = $1",
+        )
+        .bind(attempt.id)
+        .fetch_one(self.store.pool())
+        .await
+        .unwrap();
+        Some((attempt.id, code))
     }
 
     async fn claim(&self, now: Timestamp) -> Option<String> {
@@ -277,6 +303,65 @@ both_backends! {
             kinds.push(kind.contains("\"full\""));
         }
         assert_eq!(kinds, [true, true, true, true, true, false, false, false, false, false]);
+    }
+
+    async fn a_seat_found_empty_is_looked_at_again_and_never_hides_a_member(store) {
+        let bank = bank(store, 2, 6).await;
+        bank.store.update_seat(A, &target(100)).await.unwrap();
+        bank.store.update_seat(B, &target(1)).await.unwrap();
+        bank.targeting(NonTargets::Exclude).await;
+        let now = t0();
+        let seat = |l: Option<(i64, String)>| l.map(|(_, code)| code);
+        let (first, code) = bank.lease(0, now).await.unwrap();
+        assert_eq!(code, A);
+        assert_eq!(seat(bank.lease(1, now).await).as_deref(), Some(A));
+        // A has nobody left: B is served, and A is marked as found empty.
+        assert_eq!(seat(bank.lease(2, now).await).as_deref(), Some(B));
+        // A's first member goes back to the queue. Once the recheck time has passed, the
+        // heavy seat A is served first again, although B still has someone.
+        assert!(bank.store.release_attempt(first, now.as_millisecond()).await.unwrap());
+        let later = now + SignedDuration::from_millis(IDLE_RECHECK_MS + 1_000);
+        let (again, code) = bank.lease(3, later).await.unwrap();
+        assert_eq!(code, A);
+        // A is found empty again (B's last member is served); then A's member comes
+        // back while B has nobody: the claim still finds it at once, not "nobody".
+        assert_eq!(seat(bank.lease(4, later).await).as_deref(), Some(B));
+        assert!(bank.store.release_attempt(again, later.as_millisecond()).await.unwrap());
+        assert_eq!(seat(bank.lease(5, later).await).as_deref(), Some(A));
+    }
+
+    async fn starting_a_long_list_queues_every_member_in_the_end(store) {
+        // More than one enqueue chunk: what does not fit in the request's time is queued
+        // in the background, and claims serve whoever is queued meanwhile.
+        load_seats(&store).await;
+        let mut csv = String::from("member_id,name,phone,constituency\n");
+        for i in 0..12_000 {
+            csv.push_str(&format!("M{i:05},Member {i},+447700900{:03},{A}\n", i % 1000));
+        }
+        let report = import_members_str(&store, &csv).await;
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        let spec = CampaignSpec {
+            name: "Long list".into(),
+            caller_number: PhoneNumber::from_e164("+442079460999").unwrap(),
+            script: serde_json::from_value(campaign_body("x")["script"].clone()).unwrap(),
+            calling_hours: CallingHours::default(),
+            retry_policy: RetryPolicy::default(),
+        };
+        let c = store.create_campaign(&spec).await.unwrap();
+        store.set_campaign_status(c.id, CampaignStatus::Active).await.unwrap();
+        let mut queued = 0;
+        for _ in 0..600 {
+            queued = sqlx::query_scalar::<_, i64>("select count(*) from call_queue where campaign_id = $1")
+                .bind(c.id)
+                .fetch_one(store.pool())
+                .await
+                .unwrap();
+            if queued == 12_000 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert_eq!(queued, 12_000);
     }
 
     async fn a_weight_change_applies_at_the_next_claim(store) {

@@ -270,15 +270,36 @@ struct Bank {
     server: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
+/// A fixed-offset zone where it is now about 13:00 (`Etc/GMT` signs are inverted:
+/// `Etc/GMT-3` is three hours ahead of UTC).
+fn afternoon_zone() -> String {
+    let utc_hour = i64::from(
+        jiff::Timestamp::now()
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .hour(),
+    );
+    match 13 - utc_hour {
+        0 => "Etc/GMT".to_owned(),
+        ahead if ahead > 0 => format!("Etc/GMT-{ahead}"),
+        behind => format!("Etc/GMT+{}", -behind),
+    }
+}
+
 impl Bank {
-    /// Seats, targets (weights and rate limits), a draft campaign with calling hours
-    /// all day every day, and targeting by membership.
+    /// Seats, targets (weights and rate limits), a draft campaign with the widest calling
+    /// hours every day, and targeting by membership.
     async fn create(db: &str) -> anyhow::Result<Self> {
         let store = Store::connect(Some(db)).await?;
         if !store.list_campaigns().await?.is_empty() {
             bail!("{db} already holds campaigns: the benchmark needs an empty database");
         }
         import_seats(&store, std::io::Cursor::new(BUNDLED_SEATS.as_bytes())).await?;
+        // Calling hours are at most 08:00-21:00 local: every seat moves to a zone where it
+        // is early afternoon, so the run is inside them whatever hour it starts at.
+        sqlx::query("update seats set time_zone = $1")
+            .bind(afternoon_zone())
+            .execute(store.pool())
+            .await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let settings = Settings {
@@ -307,7 +328,7 @@ impl Bank {
         let mut campaign: Value = serde_json::from_str(CAMPAIGN)?;
         campaign["name"] = json!("Benchmark");
         campaign["caller_number"] = json!(CAMPAIGN_NUMBER);
-        let all_day = json!({"start": "00:00", "end": "23:59"});
+        let all_day = json!({"start": "08:00", "end": "21:00"});
         campaign["calling_hours"] = json!({"days": {
             "mon": all_day, "tue": all_day, "wed": all_day, "thu": all_day,
             "fri": all_day, "sat": all_day, "sun": all_day}});

@@ -133,6 +133,18 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
     if settings.auth_token.is_none() {
         tracing::warn!("TWILIO_AUTH_TOKEN is not set: every webhook will be refused (403)");
     }
+    // Finish filling any queue a stopped process left half-filled (cheap when full).
+    let refill = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = store
+                .enqueue_active_campaigns(crate::domain::now_millis())
+                .await
+            {
+                tracing::error!(error = %e, "filling the queues of active campaigns failed");
+            }
+        })
+    };
     let listener = tokio::net::TcpListener::bind(args.bind).await?;
     tracing::info!(address = %listener.local_addr()?, "listening");
     let state = AppState::new(store.clone(), settings);
@@ -151,6 +163,7 @@ async fn serve(url: Option<&str>, settings: Settings, args: ServeArgs) -> anyhow
     );
     http::serve(state, listener, http::shutdown_signal()).await?;
     sweeper.abort();
+    refill.abort();
     limits.abort();
     sms.abort();
     store.close().await;

@@ -10,8 +10,8 @@ use jiff::Timestamp;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+pub use super::claim::{ClaimOutcome, ClaimRequest, RateClock};
 use super::{Backend, Result, Store, StoreError, Tx};
-use crate::domain::targeting::{STRIDE, SeatLimit, local_day, stride};
 use crate::domain::{CallingHours, Disposition, PhoneNumber, RetryPolicy};
 
 /// Attempt states. Open ones hold the member (and the volunteer) until they end.
@@ -73,39 +73,6 @@ pub struct Attempt {
     pub phone: PhoneNumber,
 }
 
-#[derive(Debug, Clone)]
-pub struct ClaimRequest<'a> {
-    pub campaign_id: i64,
-    pub volunteer_id: i64,
-    pub session_id: i64,
-    pub hours: &'a CallingHours,
-    pub now: Timestamp,
-    /// How long the lease lasts without activity before the sweeper may take it back.
-    pub lease_millis: i64,
-    /// Which clock the per-seat rate limits use.
-    pub rate_clock: RateClock,
-}
-
-/// The clock per-seat rate limits are measured on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateClock {
-    /// The database's own clock on PostgreSQL (one clock for every instance); `now` on
-    /// SQLite, where there is one process.
-    Database,
-    /// The request's `now` (tests and the simulator's manual clock).
-    Request,
-}
-
-#[derive(Debug, Clone)]
-pub enum ClaimOutcome {
-    /// A new lease, or the one this volunteer already held (a repeated "next").
-    Claimed(Box<Attempt>),
-    /// Nobody can be called now in any time zone the seats use.
-    OutsideHours,
-    /// The queue has nobody eligible right now.
-    Empty,
-}
-
 /// How an attempt ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Finish {
@@ -163,12 +130,57 @@ pub fn is_final_status(status: &str) -> bool {
 
 /// Members queued per transaction.
 const ENQUEUE_CHUNK: i64 = 5_000;
+/// How long starting a campaign spends filling its queue before it answers.
+pub const ENQUEUE_IN_REQUEST: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl Store {
     /// Put every member not yet queued for this campaign into its queue. Suppressed
     /// numbers go in as `suppressed`, so a later re-opt-in brings them back. Cheap to
     /// repeat: members already queued are skipped by the unique key.
     pub async fn enqueue_campaign(&self, campaign_id: i64, now: i64) -> Result<u64> {
+        Ok(self.enqueue_from(campaign_id, now, 0, None).await?.0)
+    }
+
+    /// Start a campaign's queue within a request: members are queued for up to
+    /// [`ENQUEUE_IN_REQUEST`] (always the first chunk, so a small campaign is queued in
+    /// full before this returns), and the rest in the background. Claims serve whoever
+    /// is queued meanwhile. Should the process stop first, the next `serve` finishes the
+    /// job ([`Store::enqueue_active_campaigns`] is cheap to repeat).
+    pub async fn start_queue(&self, campaign_id: i64, now: i64) -> Result<()> {
+        let deadline = std::time::Instant::now() + ENQUEUE_IN_REQUEST;
+        let (added, rest) = self
+            .enqueue_from(campaign_id, now, 0, Some(deadline))
+            .await?;
+        if let Some(from) = rest {
+            tracing::info!(
+                campaign_id,
+                queued = added,
+                "queue still filling, continuing in the background"
+            );
+            let store = self.clone();
+            tokio::spawn(async move {
+                match store.enqueue_from(campaign_id, now, from, None).await {
+                    Ok((more, _)) => {
+                        tracing::info!(campaign_id, queued = added + more, "queue filled")
+                    }
+                    Err(e) => {
+                        tracing::error!(campaign_id, error = %e, "filling the queue failed; restart to resume")
+                    }
+                }
+            });
+        }
+        Ok(())
+    }
+
+    /// Queue members with ids above `from`, a chunk per transaction, until done or past
+    /// `deadline`. Returns how many were added and, when stopped early, where to resume.
+    async fn enqueue_from(
+        &self,
+        campaign_id: i64,
+        now: i64,
+        from: i64,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<(u64, Option<i64>)> {
         let targeting = self.targeting(campaign_id).await?;
         let max_id: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from members")
             .fetch_one(&self.pool)
@@ -179,8 +191,12 @@ impl Store {
         // A chunk of members per transaction: on SQLite a write transaction holds the
         // one write lock, and live webhooks must not wait behind a million-row insert.
         let mut added = 0;
-        let mut lo = 0;
+        let mut lo = from;
         while lo < max_id {
+            if deadline.is_some_and(|d| lo > from && std::time::Instant::now() >= d) {
+                self.wake_seats(campaign_id).await?;
+                return Ok((added, Some(lo)));
+            }
             let hi = lo + ENQUEUE_CHUNK;
             let mut tx = self.begin_write().await?;
             added += sqlx::query(
@@ -191,7 +207,8 @@ impl Store {
                         then 'suppressed' else 'ready' end, $2, $2 \
                  from members m join seats s on s.id = m.seat_id \
                  where m.id > $3 and m.id <= $4 and not exists (select 1 from call_queue q \
-                                   where q.campaign_id = $1 and q.member_id = m.id)",
+                                   where q.campaign_id = $1 and q.member_id = m.id) \
+                 on conflict (campaign_id, member_id) do nothing",
             )
             .bind(campaign_id)
             .bind(now)
@@ -236,7 +253,19 @@ impl Store {
             tx.commit().await?;
             lo = hi;
         }
-        Ok(added)
+        self.wake_seats(campaign_id).await?;
+        Ok((added, None))
+    }
+
+    /// Seats the claim marked idle may have members now (`src/store/claim.rs`).
+    async fn wake_seats(&self, campaign_id: i64) -> Result<()> {
+        sqlx::query(
+            "update seat_schedule set idle_until = 0 where campaign_id = $1 and idle_until > 0",
+        )
+        .bind(campaign_id)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     /// After a member import: queue the new members in every active campaign.
@@ -272,239 +301,6 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?;
         row.as_ref().map(attempt_from_row).transpose()
-    }
-
-    /// The claim: lease the next eligible member of the campaign to this volunteer, in
-    /// one transaction. Idempotent per volunteer: while they hold an open attempt, that
-    /// attempt is returned and nothing new is leased.
-    pub async fn claim(&self, req: &ClaimRequest<'_>) -> Result<ClaimOutcome> {
-        // Which of the seats' time zones are inside calling hours right now (DST is the
-        // zone's business: the instant is converted, not the clock time shifted).
-        let zones: Vec<String> =
-            sqlx::query_scalar("select distinct time_zone from seats order by time_zone")
-                .fetch_all(&self.pool)
-                .await?;
-        let allowed: Vec<&String> = zones
-            .iter()
-            .filter(|z| req.hours.allows_in(req.now, z))
-            .collect();
-        let now = req.now.as_millisecond();
-        // A lost race (the same volunteer twice, or two leases on one shared number on
-        // PostgreSQL) is a unique violation: roll back and look again.
-        for _ in 0..5 {
-            if let Some(open) = self.open_attempt_for_volunteer(req.volunteer_id).await? {
-                return Ok(ClaimOutcome::Claimed(Box::new(open)));
-            }
-            if allowed.is_empty() {
-                return Ok(ClaimOutcome::OutsideHours);
-            }
-            match self.try_claim(req, &allowed, now).await {
-                Ok(Some(id)) => {
-                    return Ok(ClaimOutcome::Claimed(Box::new(self.attempt(id).await?)));
-                }
-                Ok(None) => return Ok(ClaimOutcome::Empty),
-                Err(ClaimRace::Race) => continue,
-                Err(ClaimRace::Failed(e)) => return Err(e),
-            }
-        }
-        Err(StoreError::Conflict("claim_contention"))
-    }
-
-    async fn try_claim(
-        &self,
-        req: &ClaimRequest<'_>,
-        zones: &[&String],
-        now: i64,
-    ) -> std::result::Result<Option<i64>, ClaimRace> {
-        let targeting = self.targeting(req.campaign_id).await?;
-        let zones_json = serde_json::to_string(zones).map_err(|e| ClaimRace::Failed(e.into()))?;
-        let mut tx = self.begin_write().await.map_err(ClaimRace::from)?;
-        // Rate limits run on the database's clock on PostgreSQL, so instances with
-        // skewed clocks still share one budget; a test's manual clock overrides it.
-        let rate_now: i64 = match (self.backend, req.rate_clock) {
-            (Backend::Postgres, RateClock::Database) => sqlx::query_scalar(
-                "select cast(floor(extract(epoch from clock_timestamp()) * 1000) as bigint)",
-            )
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(ClaimRace::from)?,
-            _ => now,
-        };
-        let zone_list = match self.backend {
-            Backend::Postgres => "select json_array_elements_text($2::json)",
-            Backend::Sqlite => "select value from json_each($2)",
-        };
-        // Seats with someone ready, in the order they should be served: targets first
-        // (unless blended), then by the stride scheduler's next pass (pass + stride, the
-        // classic "virtual finish time"), so at a tie the heavier seat goes first and
-        // concurrent claimers, who all read the same passes, all start at it. One index
-        // probe per seat: bounded by the number of seats, never by the number of members.
-        let sql = format!(
-            "select ss.seat_id, ss.pass, ss.tat, ss.day, ss.day_count, s.time_zone, s.weight, \
-               s.rate_per_hour, s.burst, s.daily_cap \
-             from seat_schedule ss join seats s on s.id = ss.seat_id \
-             where ss.campaign_id = $1 and s.weight > 0 and s.time_zone in ({zone_list}) \
-               and (s.is_target = 1 or $3 <> 'exclude') \
-               and exists (select 1 from call_queue q where q.campaign_id = $1 \
-                           and q.seat_id = ss.seat_id and q.state = 'ready' and q.not_before <= $4) \
-             order by case when $3 = 'blend' then 0 else s.is_target end desc, \
-               ss.pass + {STRIDE} / s.weight, ss.seat_id"
-        );
-        let seats = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(req.campaign_id)
-            .bind(&zones_json)
-            .bind(targeting.non_targets.as_str())
-            .bind(now)
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(ClaimRace::from)?;
-        // The seat's best member. SKIP LOCKED on PostgreSQL: concurrent claims walk past
-        // each other's rows; on SQLite the single writer is the lock. On PostgreSQL
-        // `offset 0` keeps the shared-number check a per-row probe of
-        // `call_queue_leased_phone_idx`: without it the planner made it an anti-join
-        // reading every leased row of the campaign, dead versions included, at each
-        // pick (EXPLAIN in BENCHMARKS.md).
-        let (fence, lock) = match self.backend {
-            Backend::Postgres => (" offset 0", " for update skip locked"),
-            Backend::Sqlite => ("", ""),
-        };
-        let pick = format!(
-            "select q.id, q.member_id from call_queue q \
-             where q.campaign_id = $1 and q.seat_id = $2 and q.state = 'ready' \
-               and q.not_before <= $3 \
-               and not exists (select 1 from suppressions x where x.phone = q.phone) \
-               and not exists (select 1 from call_queue o where o.campaign_id = q.campaign_id \
-                               and o.phone = q.phone and o.state = 'leased'{fence}) \
-             order by q.priority desc, q.not_before, q.id limit 1{lock}"
-        );
-        let mut empty: Vec<i64> = Vec::new();
-        for seat in &seats {
-            let seat_id: i64 = seat.try_get("seat_id").map_err(ClaimRace::from)?;
-            let pass: i64 = seat.try_get("pass").map_err(ClaimRace::from)?;
-            let tat: i64 = seat.try_get("tat").map_err(ClaimRace::from)?;
-            let day: i64 = seat.try_get("day").map_err(ClaimRace::from)?;
-            let day_count: i64 = seat.try_get("day_count").map_err(ClaimRace::from)?;
-            let zone: String = seat.try_get("time_zone").map_err(ClaimRace::from)?;
-            let weight: i64 = seat.try_get("weight").map_err(ClaimRace::from)?;
-            let cap: Option<i64> = seat.try_get("daily_cap").map_err(ClaimRace::from)?;
-            let limit = SeatLimit::new(
-                seat.try_get("rate_per_hour").map_err(ClaimRace::from)?,
-                seat.try_get("burst").map_err(ClaimRace::from)?,
-            );
-            let today = local_day(
-                Timestamp::from_millisecond(rate_now).unwrap_or(req.now),
-                &zone,
-            );
-            // Out of budget: skipped, not waited on.
-            if !limit.allows(tat, rate_now) || cap.is_some_and(|c| day == today && day_count >= c) {
-                continue;
-            }
-            let member = sqlx::query(sqlx::AssertSqlSafe(pick.as_str()))
-                .bind(req.campaign_id)
-                .bind(seat_id)
-                .bind(now)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(ClaimRace::from)?;
-            let Some(member) = member else {
-                empty.push(seat_id);
-                continue;
-            };
-            // The budget, spent atomically: the WHERE re-checks against the latest
-            // committed row, so instances racing for one seat cannot overspend.
-            let spent = sqlx::query(
-                "update seat_schedule set \
-                   tat = (case when tat > $3 then tat else $3 end) + $4, \
-                   pass = pass + $6, \
-                   day_count = case when day = $7 then day_count + 1 else 1 end, \
-                   day = $7 \
-                 where campaign_id = $1 and seat_id = $2 and ($4 = 0 or tat - $5 <= $3) \
-                   and ($8 < 0 or day <> $7 or day_count < $8)",
-            )
-            .bind(req.campaign_id)
-            .bind(seat_id)
-            .bind(rate_now)
-            .bind(limit.interval_ms)
-            .bind(limit.tolerance_ms)
-            .bind(stride(weight))
-            .bind(today)
-            .bind(cap.unwrap_or(-1))
-            .execute(&mut *tx)
-            .await
-            .map_err(ClaimRace::from)?
-            .rows_affected()
-                == 1;
-            if !spent {
-                continue;
-            }
-            let queue_id: i64 = member.try_get("id").map_err(ClaimRace::from)?;
-            let member_id: i64 = member.try_get("member_id").map_err(ClaimRace::from)?;
-            let leased = sqlx::query(
-                "update call_queue set state = 'leased', attempts = attempts + 1, updated_at = $2 \
-                 where id = $1 and state = 'ready'",
-            )
-            .bind(queue_id)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(ClaimRace::from)?
-            .rows_affected();
-            if leased != 1 {
-                return Err(ClaimRace::Race);
-            }
-            let id: i64 = sqlx::query_scalar(
-                "insert into contact_attempts (campaign_id, member_id, volunteer_id, seat_id, \
-                   state, lease_token, lease_expires_at, created_at, session_id, queue_id) \
-                 values ($1, $2, $3, $4, 'leased', $5, $6, $7, $8, $9) returning id",
-            )
-            .bind(req.campaign_id)
-            .bind(member_id)
-            .bind(req.volunteer_id)
-            .bind(seat_id)
-            .bind(format!("{:032x}", rand::random::<u128>()))
-            .bind(now + req.lease_millis)
-            .bind(now)
-            .bind(req.session_id)
-            .bind(queue_id)
-            .fetch_one(&mut *tx)
-            .await
-            .map_err(ClaimRace::from)?;
-            tx.commit().await.map_err(ClaimRace::from)?;
-            self.catch_up(req.campaign_id, &empty, pass).await;
-            return Ok(Some(id));
-        }
-        tx.commit().await.map_err(ClaimRace::from)?;
-        Ok(None)
-    }
-
-    /// Seats found empty on the way to the one served move up to its pass, so they do
-    /// not head the order at every claim (and rejoin at the current pass when members
-    /// become eligible again). A hint, not a guarantee: done after the claim commits,
-    /// outside its transaction, so it can never deadlock with another claim.
-    async fn catch_up(&self, campaign_id: i64, seats: &[i64], pass: i64) {
-        if seats.is_empty() {
-            return;
-        }
-        let Ok(ids) = serde_json::to_string(seats) else {
-            return;
-        };
-        let list = match self.backend {
-            Backend::Postgres => "select cast(json_array_elements_text($2::json) as bigint)",
-            Backend::Sqlite => "select value from json_each($2)",
-        };
-        let sql = format!(
-            "update seat_schedule set pass = $3 where campaign_id = $1 \
-             and seat_id in ({list}) and pass < $3"
-        );
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(campaign_id)
-            .bind(ids)
-            .bind(pass)
-            .execute(&self.pool)
-            .await
-        {
-            tracing::debug!(error = %e, "seat schedule catch-up skipped");
-        }
     }
 
     /// The volunteer pressed the key to dial. Fenced on `leased`: a repeated request
@@ -596,7 +392,7 @@ impl Store {
         .bind(dial_status)
         .bind(dial_call_sid)
         .bind(seconds)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await;
         match done {
             Ok(d) => Ok(d.rows_affected() == 1),
@@ -609,7 +405,7 @@ impl Store {
             .bind(attempt_id)
             .bind(dial_status)
             .bind(seconds)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?
             .rows_affected()
                 == 1),
@@ -684,7 +480,7 @@ impl Store {
         .bind(attempt_id)
         .bind(serde_json::to_string(expected)?)
         .bind(serde_json::to_string(keyed)?)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -771,7 +567,7 @@ impl Store {
                      where id = $1 and state = 'dialling'",
                 )
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
             }
             _ => {
@@ -931,7 +727,7 @@ impl Store {
              where state in ('dialling', 'answered') and lease_expires_at < $1",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         let reconcile: Vec<(i64, i64, Option<String>, i64, String)> = sqlx::query_as(
             "select id, campaign_id, member_status, coalesce(lease_expires_at, 0), keyed \
@@ -990,7 +786,7 @@ impl Store {
         )
         .bind(attempt_id)
         .bind(until)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -1033,26 +829,6 @@ pub enum DialDecision {
     OptedOut,
     /// Calling hours ended since the claim; the lease was released.
     OutsideHours,
-}
-
-enum ClaimRace {
-    Race,
-    Failed(StoreError),
-}
-
-impl From<sqlx::Error> for ClaimRace {
-    fn from(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Database(d) if d.is_unique_violation() => Self::Race,
-            _ => Self::Failed(e.into()),
-        }
-    }
-}
-
-impl From<StoreError> for ClaimRace {
-    fn from(e: StoreError) -> Self {
-        Self::Failed(e)
-    }
 }
 
 fn lock_rows(backend: Backend, table: &str) -> String {

@@ -74,7 +74,7 @@ impl Store {
         .bind(serde_json::to_string(&spec.calling_hours)?)
         .bind(serde_json::to_string(&spec.retry_policy)?)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         self.get_campaign(id).await
     }
@@ -152,7 +152,7 @@ impl Store {
         .bind(allowed_from.get(1).copied())
         .bind(allowed_from.get(2).copied())
         .bind(allowed_from.get(3).copied())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 0 {
             // Either it does not exist (404) or the move is not allowed (409).
@@ -160,8 +160,9 @@ impl Store {
             return Err(StoreError::Conflict("status_transition"));
         }
         if to == CampaignStatus::Active {
-            // Everyone imported so far joins the queue; later imports join on arrival.
-            self.enqueue_campaign(id, now_millis()).await?;
+            // Everyone imported so far joins the queue (a big list finishes in the
+            // background); later imports join on arrival.
+            self.start_queue(id, now_millis()).await?;
         }
         self.get_campaign(id).await
     }

@@ -9,6 +9,7 @@
 
 pub mod calls;
 pub mod campaigns;
+pub mod claim;
 pub mod members;
 pub mod report;
 pub mod seats;
@@ -87,7 +88,12 @@ impl<T> ResultExt<T> for std::result::Result<T, sqlx::Error> {
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
+    /// Where writes go. On SQLite a pool of one connection: writers queue here, in
+    /// order, instead of sleeping in SQLite's busy handler (naps of up to 100 ms) while
+    /// another connection holds the one write lock. On PostgreSQL the same pool.
+    writer: AnyPool,
     backend: Backend,
+    zones: std::sync::Arc<claim::ZoneCache>,
 }
 
 impl std::fmt::Debug for Store {
@@ -149,28 +155,30 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("parsing DATABASE_URL {}", redact_url(&url)))?;
         let pool_options = match backend {
-            Backend::Sqlite => AnyPoolOptions::new()
-                // WAL lets readers run beside the single writer; synchronous=FULL keeps
-                // "no answer lost" true across a power cut, not just a process crash.
-                .max_connections(8)
-                .after_connect(|conn, _| {
-                    Box::pin(async move {
-                        conn.execute(
-                            "pragma journal_mode = wal; pragma synchronous = full; \
-                             pragma busy_timeout = 10000; pragma foreign_keys = on;",
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                }),
+            Backend::Sqlite => sqlite_pool().max_connections(8),
             Backend::Postgres => AnyPoolOptions::new().max_connections(16),
         };
         let pool = pool_options
             .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .with_context(|| format!("connecting to {}", redact_url(&url)))?;
-        Ok(Self { pool, backend })
+        let writer = match backend {
+            Backend::Sqlite => sqlite_pool()
+                .max_connections(1)
+                // Writers wait their turn here; a request gives up at its own timeout.
+                .acquire_timeout(Duration::from_secs(30))
+                .connect_with(options)
+                .await
+                .with_context(|| format!("connecting to {}", redact_url(&url)))?,
+            Backend::Postgres => pool.clone(),
+        };
+        Ok(Self {
+            pool,
+            writer,
+            backend,
+            zones: Default::default(),
+        })
     }
 
     pub async fn migrate(&self) -> anyhow::Result<()> {
@@ -178,7 +186,7 @@ impl Store {
             Backend::Sqlite => &SQLITE_MIGRATOR,
             Backend::Postgres => &POSTGRES_MIGRATOR,
         };
-        migrator.run(&self.pool).await?;
+        migrator.run(&self.writer).await?;
         Ok(())
     }
 
@@ -195,7 +203,7 @@ impl Store {
     /// SQLITE_BUSY under contention instead of waiting.
     pub async fn begin_write(&self) -> Result<Tx> {
         let tx = match self.backend {
-            Backend::Sqlite => self.pool.begin_with("begin immediate").await?,
+            Backend::Sqlite => self.writer.begin_with("begin immediate").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
         Ok(tx)
@@ -208,7 +216,35 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        self.writer.close().await;
         self.pool.close().await;
+    }
+}
+
+/// Connections to SQLite: WAL lets readers run beside the single writer;
+/// synchronous=FULL keeps "no answer lost" true across a power cut, not just a process
+/// crash. The busy timeout still covers another process on the same file.
+fn sqlite_pool() -> AnyPoolOptions {
+    AnyPoolOptions::new().after_connect(|conn, _| {
+        Box::pin(async move {
+            conn.execute(
+                "pragma journal_mode = wal; pragma synchronous = full; \
+                 pragma busy_timeout = 10000; pragma foreign_keys = on;",
+            )
+            .await?;
+            Ok(())
+        })
+    })
+}
+
+/// A `select` of the integers in a JSON array parameter (`param` is `$N`), for
+/// `... in (...)` over a list bound as one value.
+pub(crate) fn json_list_int(backend: Backend, param: &str) -> String {
+    match backend {
+        Backend::Sqlite => format!("select value from json_each({param})"),
+        Backend::Postgres => {
+            format!("select cast(json_array_elements_text({param}::json) as bigint)")
+        }
     }
 }
 

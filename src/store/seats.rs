@@ -234,6 +234,7 @@ impl Store {
             }
         }
         tx.commit().await?;
+        self.zones.forget();
         Ok(counts)
     }
 
@@ -316,6 +317,7 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.zones.forget();
         self.get_seat(code).await
     }
 

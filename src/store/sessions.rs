@@ -93,7 +93,7 @@ impl Store {
         .bind(volunteer_id)
         .bind(callback_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         self.session_by_call_sid(call_sid)
             .await?
@@ -118,7 +118,7 @@ impl Store {
         )
         .bind(session_id)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?)
     }
 
@@ -160,7 +160,7 @@ impl Store {
         .bind(state)
         .bind(campaign_id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Store {
         .bind(campaign_id)
         .bind(idempotency_key)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&self.writer)
         .await?;
         match id {
             Some(id) => Ok((self.callback(id).await?, true)),
@@ -244,7 +244,7 @@ impl Store {
     pub async fn discard_pending_callback(&self, id: i64) -> Result<()> {
         sqlx::query("delete from callback_requests where id = $1 and status = 'pending'")
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -268,7 +268,7 @@ impl Store {
         .bind(error_code)
         .bind(error_message)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }

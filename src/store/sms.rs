@@ -14,7 +14,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
-use super::{Backend, Result, Store, StoreError};
+use super::{Backend, Result, Store, StoreError, json_list_int};
 
 /// Who a send goes to.
 #[derive(Debug, Clone)]
@@ -362,7 +362,7 @@ impl Store {
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(serde_json::to_string(ids)?)
             .bind(now)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -388,7 +388,7 @@ impl Store {
         .bind(now)
         .bind(status)
         .bind(delivery_rank(status))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -416,7 +416,7 @@ impl Store {
         .bind(code)
         .bind(message)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -438,7 +438,7 @@ impl Store {
         .bind(not_before)
         .bind(message)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -453,7 +453,7 @@ impl Store {
              where state = 'sending' and lease_until < $1",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         sqlx::query(
@@ -463,7 +463,7 @@ impl Store {
                (select id from campaigns where status = 'finished')",
         )
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(lost)
     }
@@ -500,7 +500,7 @@ impl Store {
         .bind(code)
         .bind(reason)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -768,7 +768,7 @@ impl Store {
         .bind(survey.map(|s| s.question_code.clone()))
         .bind(reason)
         .bind(reply.now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?
         .rows_affected();
         Ok(if inserted == 1 {
@@ -959,13 +959,4 @@ impl Store {
 enum AudienceBind {
     Text(String),
     Int(i64),
-}
-
-fn json_list_int(backend: Backend, param: &str) -> String {
-    match backend {
-        Backend::Sqlite => format!("select value from json_each({param})"),
-        Backend::Postgres => {
-            format!("select cast(json_array_elements_text({param}::json) as bigint)")
-        }
-    }
 }

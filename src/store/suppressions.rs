@@ -74,6 +74,17 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        if removed {
+            // The claim may have marked those seats idle (src/store/claim.rs).
+            sqlx::query(
+                "update seat_schedule set idle_until = 0 where idle_until > 0 and exists ( \
+                   select 1 from call_queue q where q.phone = $1 \
+                   and q.campaign_id = seat_schedule.campaign_id and q.seat_id = seat_schedule.seat_id)",
+            )
+            .bind(phone.as_e164())
+            .execute(&self.writer)
+            .await?;
+        }
         Ok(removed)
     }
 

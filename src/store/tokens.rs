@@ -23,7 +23,7 @@ impl Store {
         .bind(name)
         .bind(token.digest())
         .bind(now_millis())
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await?;
         Ok(id)
     }
@@ -45,7 +45,7 @@ impl Store {
             .bind(id)
             .bind(now)
             .bind(now - 60_000)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(Some(row.try_get("name")?))
     }
@@ -75,7 +75,7 @@ impl Store {
         )
         .bind(id)
         .bind(now_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

@@ -62,7 +62,7 @@ impl Store {
         .bind(pin_hash)
         .bind(team)
         .bind(now)
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .on_unique("volunteer_phone_taken")?;
         self.get_volunteer(id).await
@@ -125,7 +125,7 @@ impl Store {
         .bind(team)
         .bind(patch.active.map(flag))
         .bind(now_millis())
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .on_unique("volunteer_phone_taken")?;
         if done.rows_affected() == 0 {
@@ -140,7 +140,7 @@ impl Store {
                 .bind(id)
                 .bind(pin_hash)
                 .bind(now_millis())
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);

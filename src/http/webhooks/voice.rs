@@ -675,10 +675,14 @@ async fn next(
             "We have not heard a key for a while, so we are ending this call. Goodbye.",
         );
     }
-    state
-        .store
-        .touch_attempt(attempt.id, now.as_millisecond() + LEASE_MILLIS)
-        .await?;
+    // A repeat renews the lease. The first time, the claim has just set it (or this is
+    // a duplicate of that request, seconds later): one write fewer per member called.
+    if q.r.is_some() {
+        state
+            .store
+            .touch_attempt(attempt.id, now.as_millisecond() + LEASE_MILLIS)
+            .await?;
+    }
     announce(&state, &campaign, &attempt, silent)
 }
 
@@ -732,7 +736,10 @@ async fn ready(
             end_session(&state, &session).await?;
             return goodbye("Thank you for calling. Goodbye.");
         }
-        _ => return reply(to_next(&state)),
+        // Another key: the announcement again, renewing the lease (`r` is set).
+        _ => {
+            return reply(Twiml::new().redirect(state.url("/webhooks/voice/next?r=0")));
+        }
     }
     if campaign.status != CampaignStatus::Active {
         // Paused or finished since the announcement: nothing is dialled.
