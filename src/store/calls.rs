@@ -265,6 +265,7 @@ impl Store {
         .bind(campaign_id)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -394,21 +395,25 @@ impl Store {
         .bind(seconds)
         .execute(&self.writer)
         .await;
+        self.durable().await?;
         match done {
             Ok(d) => Ok(d.rows_affected() == 1),
             // Another attempt already claims that child CallSid: a forged or confused
             // request. Record the status without it.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Ok(sqlx::query(
-                "update contact_attempts set state = 'answered', dial_status = $2, \
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                let done = sqlx::query(
+                    "update contact_attempts set state = 'answered', dial_status = $2, \
                        dial_seconds = $3 where id = $1 and state = 'dialling'",
-            )
-            .bind(attempt_id)
-            .bind(dial_status)
-            .bind(seconds)
-            .execute(&self.writer)
-            .await?
-            .rows_affected()
-                == 1),
+                )
+                .bind(attempt_id)
+                .bind(dial_status)
+                .bind(seconds)
+                .execute(&self.writer)
+                .await?
+                .rows_affected();
+                self.durable().await?;
+                Ok(done == 1)
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -482,6 +487,7 @@ impl Store {
         .bind(serde_json::to_string(keyed)?)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -569,6 +575,7 @@ impl Store {
                 .bind(id)
                 .execute(&self.writer)
                 .await?;
+                self.durable().await?;
             }
             _ => {
                 // Member leg over. Answers keyed so far are kept; with none, try again
@@ -729,6 +736,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         let reconcile: Vec<(i64, i64, Option<String>, i64, String)> = sqlx::query_as(
             "select id, campaign_id, member_status, coalesce(lease_expires_at, 0), keyed \
              from contact_attempts where state = 'reconcile'",
@@ -788,6 +796,7 @@ impl Store {
         .bind(until)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 

@@ -76,6 +76,7 @@ impl Store {
         .bind(now)
         .fetch_one(&self.writer)
         .await?;
+        self.durable().await?;
         self.get_campaign(id).await
     }
 
@@ -154,6 +155,7 @@ impl Store {
         .bind(allowed_from.get(3).copied())
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         if done.rows_affected() == 0 {
             // Either it does not exist (404) or the move is not allowed (409).
             self.get_campaign(id).await?;

@@ -10,6 +10,7 @@
 pub mod calls;
 pub mod campaigns;
 pub mod claim;
+mod durable;
 pub mod members;
 pub mod report;
 pub mod seats;
@@ -33,7 +34,35 @@ pub static POSTGRES_MIGRATOR: Migrator = sqlx::migrate!("./migrations/postgres")
 /// The file used when `DATABASE_URL` is unset.
 pub const DEFAULT_SQLITE_FILE: &str = "phonebank.db";
 
-pub type Tx = sqlx::Transaction<'static, sqlx::Any>;
+/// A write transaction. Its commit returns once the write is durable (see
+/// [`durable`](self::durable) for SQLite's group commit).
+pub struct Tx {
+    inner: sqlx::Transaction<'static, sqlx::Any>,
+    wal: Option<std::sync::Arc<durable::WalSync>>,
+}
+
+impl std::ops::Deref for Tx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Tx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.inner
+    }
+}
+
+impl Tx {
+    pub async fn commit(self) -> std::result::Result<(), sqlx::Error> {
+        self.inner.commit().await?;
+        match self.wal {
+            Some(wal) => wal.durable().await.map_err(sqlx::Error::Io),
+            None => Ok(()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
@@ -92,6 +121,9 @@ pub struct Store {
     /// order, instead of sleeping in SQLite's busy handler (naps of up to 100 ms) while
     /// another connection holds the one write lock. On PostgreSQL the same pool.
     writer: AnyPool,
+    /// SQLite's group commit; `None` on PostgreSQL (its own commit waits for the WAL
+    /// flush) and for an in-memory database.
+    wal: Option<std::sync::Arc<durable::WalSync>>,
     backend: Backend,
     zones: std::sync::Arc<claim::ZoneCache>,
 }
@@ -155,7 +187,7 @@ impl Store {
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("parsing DATABASE_URL {}", redact_url(&url)))?;
         let pool_options = match backend {
-            Backend::Sqlite => sqlite_pool().max_connections(8),
+            Backend::Sqlite => sqlite_pool(false).max_connections(8),
             Backend::Postgres => AnyPoolOptions::new().max_connections(16),
         };
         let pool = pool_options
@@ -163,8 +195,26 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+        // Group commit needs the database's file (SQLite's own answer, so every URL form
+        // works); an in-memory database has none and keeps synchronous=FULL.
+        let wal = match backend {
+            Backend::Sqlite => {
+                use sqlx::Connection as _;
+                let mut conn = sqlx::AnyConnection::connect_with(&options)
+                    .await
+                    .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+                let file: Option<String> =
+                    sqlx::query_scalar("select file from pragma_database_list where name = 'main'")
+                        .fetch_optional(&mut conn)
+                        .await?;
+                conn.close().await?;
+                file.filter(|f| !f.is_empty())
+                    .map(|f| std::sync::Arc::new(durable::WalSync::new(&f)))
+            }
+            Backend::Postgres => None,
+        };
         let writer = match backend {
-            Backend::Sqlite => sqlite_pool()
+            Backend::Sqlite => sqlite_pool(wal.is_some())
                 .max_connections(1)
                 // Writers wait their turn here; a request gives up at its own timeout.
                 .acquire_timeout(Duration::from_secs(30))
@@ -176,6 +226,7 @@ impl Store {
         Ok(Self {
             pool,
             writer,
+            wal,
             backend,
             zones: Default::default(),
         })
@@ -202,11 +253,25 @@ impl Store {
     /// (`BEGIN IMMEDIATE`): a deferred transaction that reads and then writes fails with
     /// SQLITE_BUSY under contention instead of waiting.
     pub async fn begin_write(&self) -> Result<Tx> {
-        let tx = match self.backend {
+        let inner = match self.backend {
             Backend::Sqlite => self.writer.begin_with("begin immediate").await?,
             Backend::Postgres => self.pool.begin().await?,
         };
-        Ok(tx)
+        Ok(Tx {
+            inner,
+            wal: self.wal.clone(),
+        })
+    }
+
+    /// After a write outside a transaction (on `self.writer`): returns once it is
+    /// durable. A no-op on PostgreSQL.
+    pub(crate) async fn durable(&self) -> Result<()> {
+        if let Some(wal) = &self.wal {
+            wal.durable()
+                .await
+                .map_err(|e| StoreError::Other(e.into()))?;
+        }
+        Ok(())
     }
 
     /// Cheap round trip for `/readyz`.
@@ -221,16 +286,21 @@ impl Store {
     }
 }
 
-/// Connections to SQLite: WAL lets readers run beside the single writer;
-/// synchronous=FULL keeps "no answer lost" true across a power cut, not just a process
-/// crash. The busy timeout still covers another process on the same file.
-fn sqlite_pool() -> AnyPoolOptions {
-    AnyPoolOptions::new().after_connect(|conn, _| {
+/// Connections to SQLite. WAL lets readers run beside the single writer. The writer's
+/// `synchronous` is NORMAL when [`durable`] syncs the WAL before a write is
+/// acknowledged (group commit), FULL otherwise: either way "no answer lost" holds across
+/// a power cut, not just a process crash. The busy timeout covers another process on
+/// the same file.
+fn sqlite_pool(group_commit: bool) -> AnyPoolOptions {
+    AnyPoolOptions::new().after_connect(move |conn, _| {
         Box::pin(async move {
-            conn.execute(
+            conn.execute(if group_commit {
+                "pragma journal_mode = wal; pragma synchronous = normal; \
+                 pragma busy_timeout = 10000; pragma foreign_keys = on;"
+            } else {
                 "pragma journal_mode = wal; pragma synchronous = full; \
-                 pragma busy_timeout = 10000; pragma foreign_keys = on;",
-            )
+                 pragma busy_timeout = 10000; pragma foreign_keys = on;"
+            })
             .await?;
             Ok(())
         })

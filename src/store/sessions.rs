@@ -95,6 +95,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         self.session_by_call_sid(call_sid)
             .await?
             .ok_or(StoreError::NotFound)
@@ -112,14 +113,16 @@ impl Store {
 
     /// Count a wrong PIN; returns the session's failures so far.
     pub async fn record_pin_failure(&self, session_id: i64, now: i64) -> Result<i64> {
-        Ok(sqlx::query_scalar(
+        let failures = sqlx::query_scalar(
             "update volunteer_sessions set pin_failures = pin_failures + 1, updated_at = $2 \
              where id = $1 returning pin_failures",
         )
         .bind(session_id)
         .bind(now)
         .fetch_one(&self.writer)
-        .await?)
+        .await?;
+        self.durable().await?;
+        Ok(failures)
     }
 
     /// Wrong PINs from this number across all its calls since `since`: the per-number
@@ -162,6 +165,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -190,6 +194,7 @@ impl Store {
         .bind(now)
         .fetch_optional(&self.writer)
         .await?;
+        self.durable().await?;
         match id {
             Some(id) => Ok((self.callback(id).await?, true)),
             // Lost a race with the same key.
@@ -246,6 +251,7 @@ impl Store {
             .bind(id)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -270,6 +276,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 }

@@ -364,6 +364,7 @@ impl Store {
             .bind(now)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -390,6 +391,7 @@ impl Store {
         .bind(delivery_rank(status))
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -418,6 +420,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -440,6 +443,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -456,6 +460,7 @@ impl Store {
         .execute(&self.writer)
         .await?
         .rows_affected();
+        self.durable().await?;
         sqlx::query(
             "update sms_outbox set state = 'skipped', reason = 'campaign_finished', \
                updated_at = $1 \
@@ -465,6 +470,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(lost)
     }
 
@@ -502,6 +508,7 @@ impl Store {
         .bind(now)
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(())
     }
 
@@ -771,6 +778,7 @@ impl Store {
         .execute(&self.writer)
         .await?
         .rows_affected();
+        self.durable().await?;
         Ok(if inserted == 1 {
             Stored::New
         } else {

@@ -84,6 +84,7 @@ impl Store {
             .bind(phone.as_e164())
             .execute(&self.writer)
             .await?;
+            self.durable().await?;
         }
         Ok(removed)
     }

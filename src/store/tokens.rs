@@ -25,6 +25,7 @@ impl Store {
         .bind(now_millis())
         .fetch_one(&self.writer)
         .await?;
+        self.durable().await?;
         Ok(id)
     }
 
@@ -47,6 +48,7 @@ impl Store {
             .bind(now - 60_000)
             .execute(&self.writer)
             .await?;
+        self.durable().await?;
         Ok(Some(row.try_get("name")?))
     }
 
@@ -77,6 +79,7 @@ impl Store {
         .bind(now_millis())
         .execute(&self.writer)
         .await?;
+        self.durable().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }

@@ -65,6 +65,7 @@ impl Store {
         .fetch_one(&self.writer)
         .await
         .on_unique("volunteer_phone_taken")?;
+        self.durable().await?;
         self.get_volunteer(id).await
     }
 
@@ -128,6 +129,7 @@ impl Store {
         .execute(&self.writer)
         .await
         .on_unique("volunteer_phone_taken")?;
+        self.durable().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
@@ -142,6 +144,7 @@ impl Store {
                 .bind(now_millis())
                 .execute(&self.writer)
                 .await?;
+        self.durable().await?;
         if done.rows_affected() == 0 {
             return Err(StoreError::NotFound);
         }
