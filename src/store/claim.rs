@@ -285,6 +285,14 @@ impl Store {
         {
             return Ok(Served::Skipped);
         }
+        // The budget is spent with an UPDATE whose WHERE re-checks it against the row as
+        // any concurrent claim of the seat left it (it waits for that claim rather than
+        // skipping to another seat, which would hand the seat's share to lighter seats
+        // whenever volunteers claim at once), so racing claims and instances never
+        // overspend. A seat with a limit spends as soon as it has a member: refused, the
+        // walk moves on. A seat without one cannot be refused, so it spends last, and
+        // its row stays locked (PostgreSQL) only for that statement and the commit.
+        let limited = !seat.limit.is_unlimited() || seat.daily_cap.is_some();
         // The seat's best member. SKIP LOCKED on PostgreSQL: concurrent claims walk past
         // each other's rows; on SQLite the single writer is the lock. On PostgreSQL
         // `offset 0` keeps the shared-number check a per-row probe of
@@ -313,6 +321,9 @@ impl Store {
         let Some(member) = member else {
             return Ok(Served::Nobody);
         };
+        if limited && !self.spend(tx, req, seat, today).await? {
+            return Ok(Served::Skipped);
+        }
         let queue_id: i64 = member.try_get("id")?;
         let member_id: i64 = member.try_get("member_id")?;
         let leased = sqlx::query(
@@ -343,12 +354,22 @@ impl Store {
         .bind(queue_id)
         .fetch_one(&mut **tx)
         .await?;
-        // The budget, spent last, so the seat's row is locked (PostgreSQL) only for this
-        // statement and the commit. It waits for a concurrent claim of the same seat
-        // rather than skipping to another seat, which would hand the seat's share to
-        // lighter seats whenever volunteers claim at once; and its WHERE is re-checked
-        // against the row as that claim left it, so racing claims (and instances)
-        // never overspend. Refused: the whole claim rolls back and looks again.
+        if !limited && !self.spend(tx, req, seat, today).await? {
+            // Cannot happen without a limit; kept as a fence.
+            return Err(ClaimRace::Race);
+        }
+        Ok(Served::Member(id))
+    }
+
+    /// Spend one attempt of the seat's budget and advance its pass; false if the budget
+    /// is gone.
+    async fn spend(
+        &self,
+        tx: &mut Tx,
+        req: &ClaimRequest<'_>,
+        seat: &SeatRow,
+        today: i64,
+    ) -> Result<bool, ClaimRace> {
         let spent = sqlx::query(
             "update seat_schedule set \
                tat = (case when tat > $3 then tat else $3 end) + $4, \
@@ -360,7 +381,7 @@ impl Store {
         )
         .bind(req.campaign_id)
         .bind(seat.seat_id)
-        .bind(rate_now)
+        .bind(seat.rate_now)
         .bind(seat.limit.interval_ms)
         .bind(seat.limit.tolerance_ms)
         .bind(stride(seat.weight))
@@ -369,10 +390,7 @@ impl Store {
         .execute(&mut **tx)
         .await?
         .rows_affected();
-        if spent != 1 {
-            return Err(ClaimRace::Race);
-        }
-        Ok(Served::Member(id))
+        Ok(spent == 1)
     }
 }
 
