@@ -300,6 +300,21 @@ both_backends! {
         assert_eq!(app.get(&format!("/api/v1/volunteers/{vid}")).await.body["name"], "Vic");
     }
 
+    // Notes and reasons are never spoken, but they reach CSV exports, logs and terminals.
+    async fn control_characters_in_notes_are_refused_and_line_breaks_kept(store) {
+        let app = TestApp::new(store).await;
+        let r = app.json("POST", "/api/v1/suppressions", json!({"phone": "07700 900123", "reason": "asked\u{1b}[2J"})).await;
+        assert_eq!(invalid_fields(&r), vec!["reason"]);
+        let r = app.json("POST", "/api/v1/suppressions", json!({"phone": "07700 900123", "reason": "x".repeat(501)})).await;
+        assert_eq!(invalid_fields(&r), vec!["reason"]);
+        let r = app.json("POST", "/api/v1/suppressions", json!({"phone": "07700 900123", "reason": "asked by letter\nsigned"})).await;
+        assert!(r.status.is_success(), "{}", r.text);
+        let r = app.json("POST", "/api/v1/suppressions/remove", json!({"phone": "07700 900123", "note": "ok\u{7}"})).await;
+        assert_eq!(invalid_fields(&r), vec!["note"]);
+        let r = app.json("POST", "/api/v1/suppressions/lookup", json!({"phone": "07700 900123"})).await;
+        assert_eq!(r.body["suppressed"], true, "{}", r.text);
+    }
+
     // Calling hours are a legal and reputational floor, not only a preference: no window
     // may start before 08:00 or end after 21:00 in the member's time zone.
     async fn calling_hours_outside_eight_to_nine_are_refused_by_field(store) {

@@ -5,73 +5,31 @@
 
 mod common;
 
-use common::app::{TestApp, campaign_body};
-use common::phone::{Call, Doc, tuesday_evening, voice_app};
-use common::{import_members_str, load_seats};
+use common::phone::PhoneBank;
 use jiff::SignedDuration;
-use phonebank::domain::Clock;
 use phonebank::store::Store;
 use serde_json::{Value, json};
 
-const VOLUNTEER: &str = "+442079460500";
 const HENDON: &str = "E14001279";
 const FINCHLEY: &str = "E14001238";
 
-struct Bank {
-    app: TestApp,
-    clock: Clock,
-    campaign_id: i64,
-    pin: String,
+/// Three Hendon members, one opted-out Finchley member, an active campaign, a volunteer.
+struct Bank(PhoneBank);
+
+impl std::ops::Deref for Bank {
+    type Target = PhoneBank;
+    fn deref(&self) -> &PhoneBank {
+        &self.0
+    }
 }
 
-/// Three Hendon members, one opted-out Finchley member, an active campaign, a volunteer.
 async fn bank(store: Store) -> Bank {
-    let clock = Clock::manual(tuesday_evening());
-    load_seats(&store).await;
-    let report = import_members_str(
-        &store,
-        "member_id,name,phone,constituency\n\
-         M1,Ann,+447700900001,Hendon\n\
-         M2,Bob,+447700900002,Hendon\n\
-         M3,Cat,+447700900003,Hendon\n\
-         M9,Zed,+447700900009,Finchley and Golders Green\n",
-    )
-    .await;
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    let app = voice_app(store, clock.clone()).await;
-    let r = app
-        .json(
-            "POST",
-            "/api/v1/suppressions",
-            json!({"phone": "+447700900009", "reason": "asked"}),
-        )
-        .await;
-    assert!(r.status.is_success(), "{}", r.text);
-    let c = app
-        .json("POST", "/api/v1/campaigns", campaign_body("Hendon Calls"))
-        .await;
-    let campaign_id = c.body["id"].as_i64().unwrap();
-    let r = app
-        .json(
-            "POST",
-            &format!("/api/v1/campaigns/{campaign_id}/start"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(r.status, 200, "{}", r.text);
-    let v = app
-        .json(
-            "POST",
-            "/api/v1/volunteers",
-            json!({"name": "Vic Volunteer", "phone": VOLUNTEER}),
-        )
-        .await;
-    Bank {
-        app,
-        clock,
-        campaign_id,
-        pin: v.body["pin"].as_str().unwrap().to_owned(),
-    }
+    let members = "member_id,name,phone,constituency\n\
+                   M1,Ann,+447700900001,Hendon\n\
+                   M2,Bob,+447700900002,Hendon\n\
+                   M3,Cat,+447700900003,Hendon\n\
+                   M9,Zed,+447700900009,Finchley and Golders Green\n";
+    Bank(PhoneBank::open(store, members, &["+447700900009"]).await)
 }
 
 impl Bank {
@@ -103,17 +61,6 @@ impl Bank {
         let v = self.live().await["volunteers"].clone();
         let n = |k: &str| v[k].as_i64().unwrap();
         (n("waiting"), n("on_call"), n("keying"), n("total"))
-    }
-
-    async fn logged_in(&self, n: u64) -> (Call<'_>, Doc) {
-        let mut call = Call::new(&self.app, n, VOLUNTEER);
-        let doc = call.start().await;
-        let doc = call.press(&doc, &self.pin).await;
-        (call, doc)
-    }
-
-    fn advance(&self, by: SignedDuration) {
-        self.clock.set(self.clock.now() + by);
     }
 }
 
@@ -398,4 +345,23 @@ async fn the_cli_prints_the_report_postgres() {
     if let Some((store, url)) = common::postgres_url().await {
         cli_prints_the_report(store, &url).await;
     }
+}
+
+/// `phonebank report` in a folder with no database says so and leaves no empty
+/// `phonebank.db` behind (it only reads).
+#[test]
+fn the_report_needs_an_existing_database() {
+    let dir = common::test_dir().join("no-db-here");
+    std::fs::create_dir_all(&dir).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_phonebank"))
+        .args(["report", "--campaign", "1"])
+        .current_dir(&dir)
+        .env_remove("DATABASE_URL")
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("run phonebank");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("no database at"), "{stderr}");
+    assert!(!dir.join("phonebank.db").exists());
 }

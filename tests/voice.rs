@@ -3,91 +3,38 @@
 
 mod common;
 
-use common::app::{TestApp, campaign_body};
-use common::phone::{CAMPAIGN_NUMBER, Call, Doc, tuesday_evening, voice_app};
+use common::app::campaign_body;
+use common::phone::{
+    CAMPAIGN_NUMBER, Call, Doc, PhoneBank, VOLUNTEER, members_csv, tuesday_evening, voice_app,
+};
 use common::{import_members_str, load_seats};
 use phonebank::domain::Clock;
 use phonebank::store::Store;
 use serde_json::json;
 
-/// A phone bank ready to call: seats, `n` members on 07700 900xxx, one active campaign
-/// and one volunteer.
+/// A phone bank ready to call with `n` members over three Barnet seats.
 struct Bank {
-    app: TestApp,
-    clock: Clock,
-    campaign_id: i64,
-    volunteer_phone: String,
-    pin: String,
+    bank: PhoneBank,
     members: Vec<String>,
 }
 
-const VOLUNTEER: &str = "+442079460500";
+impl std::ops::Deref for Bank {
+    type Target = PhoneBank;
+    fn deref(&self) -> &PhoneBank {
+        &self.bank
+    }
+}
 
 async fn bank(store: Store, n: usize) -> Bank {
-    let clock = Clock::manual(tuesday_evening());
-    load_seats(&store).await;
-    let mut csv = String::from("member_id,name,phone,constituency\n");
     let seats = ["Hendon", "Finchley and Golders Green", "Chipping Barnet"];
-    let mut members = Vec::new();
-    for i in 0..n {
-        let phone = format!("+447700900{i:03}");
-        csv.push_str(&format!(
-            "M{i:04},Member {i},{phone},{}\n",
-            seats[i % seats.len()]
-        ));
-        members.push(phone);
-    }
-    let report = import_members_str(&store, &csv).await;
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    let app = voice_app(store, clock.clone()).await;
-    let campaign = app
-        .json("POST", "/api/v1/campaigns", campaign_body("Hendon Calls"))
-        .await;
-    assert_eq!(campaign.status, 201, "{}", campaign.text);
-    let campaign_id = campaign.body["id"].as_i64().unwrap();
-    let started = app
-        .json(
-            "POST",
-            &format!("/api/v1/campaigns/{campaign_id}/start"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(started.status, 200, "{}", started.text);
-    let v = app
-        .json(
-            "POST",
-            "/api/v1/volunteers",
-            json!({"name": "Vic Volunteer", "phone": "020 7946 0500"}),
-        )
-        .await;
-    assert_eq!(v.status, 201, "{}", v.text);
+    let (csv, members) = members_csv(n, &seats);
     Bank {
-        app,
-        clock,
-        campaign_id,
-        volunteer_phone: VOLUNTEER.into(),
-        pin: v.body["pin"].as_str().unwrap().to_owned(),
+        bank: PhoneBank::open(store, &csv, &[]).await,
         members,
     }
 }
 
 impl Bank {
-    /// A volunteer's call, past the PIN, waiting at the first announcement.
-    async fn logged_in(&self, n: u64) -> (Call<'_>, Doc) {
-        let mut call = Call::new(&self.app, n, &self.volunteer_phone);
-        let doc = call.start().await;
-        assert!(doc.said().contains("PIN"), "{}", doc.raw);
-        let doc = call.press(&doc, &self.pin).await;
-        (call, doc)
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(self.app.store.pool())
-            .await
-            .unwrap()
-    }
-
     async fn report(&self) -> serde_json::Value {
         let r = self
             .app
@@ -157,7 +104,7 @@ both_backends! {
 
     async fn wrong_pins_hang_up_and_are_limited_per_number(store) {
         let bank = bank(store, 1).await;
-        let mut call = Call::new(&bank.app, 1, &bank.volunteer_phone);
+        let mut call = Call::new(&bank.app, 1, VOLUNTEER);
         let doc = call.start().await;
         let doc = call.press(&doc, "0000000").await;
         assert!(doc.said().contains("not right"), "{}", doc.raw);
@@ -169,18 +116,18 @@ both_backends! {
         // Calls from that number keep failing until the window passes, even with the
         // right PIN, once ten wrong tries have been made.
         for n in 2..=3 {
-            let mut c = Call::new(&bank.app, n, &bank.volunteer_phone);
+            let mut c = Call::new(&bank.app, n, VOLUNTEER);
             let d = c.start().await;
             let d = c.press(&d, "9").await;
             let d = c.press(&d, "9").await;
             let d = c.press(&d, "9").await;
             assert!(d.hangs_up());
         }
-        let mut c = Call::new(&bank.app, 4, &bank.volunteer_phone);
+        let mut c = Call::new(&bank.app, 4, VOLUNTEER);
         let d = c.start().await;
         let d = c.press(&d, "9").await;
         assert!(d.gather().is_some(), "the tenth wrong PIN is still answered: {}", d.raw);
-        let mut last = Call::new(&bank.app, 9, &bank.volunteer_phone);
+        let mut last = Call::new(&bank.app, 9, VOLUNTEER);
         let d = last.start().await;
         let d = last.press(&d, &bank.pin).await;
         assert!(d.said().contains("Too many wrong PINs"), "{}", d.raw);
@@ -359,14 +306,14 @@ both_backends! {
         let id = c.body["id"].as_i64().unwrap();
         bank.app.json("POST", &format!("/api/v1/campaigns/{id}/start"), json!({})).await;
         // Dialling a campaign's own number picks it.
-        let mut call = Call::new(&bank.app, 1, &bank.volunteer_phone);
+        let mut call = Call::new(&bank.app, 1, VOLUNTEER);
         call.to = "+442079460001".into();
         let doc = call.start().await;
         let doc = call.press(&doc, &bank.pin).await;
         assert!(doc.said().contains("You are calling for Finchley Calls"), "{}", doc.raw);
         call.hang_up().await;
         // Any other number: a menu.
-        let mut call = Call::new(&bank.app, 2, &bank.volunteer_phone);
+        let mut call = Call::new(&bank.app, 2, VOLUNTEER);
         call.to = "+442079460999".into();
         let doc = call.start().await;
         let menu = call.press(&doc, &bank.pin).await;

@@ -7,12 +7,13 @@ mod common;
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use common::app::{TestApp, campaign_body};
+use common::app::campaign_body;
 use common::phone::{
-    AUTH_TOKEN, CAMPAIGN_NUMBER, Call, Doc, PUBLIC_URL, tuesday_evening, voice_app,
+    AUTH_TOKEN, CAMPAIGN_NUMBER, Call, Doc, PUBLIC_URL, PhoneBank, VOLUNTEER, members_csv,
+    tuesday_evening,
 };
 use common::{import_members_str, load_seats};
-use phonebank::domain::{CallingHours, Clock, PhoneNumber, RetryPolicy};
+use phonebank::domain::{CallingHours, PhoneNumber, RetryPolicy};
 use phonebank::store::Store;
 use phonebank::store::calls::{
     AttemptState, ClaimOutcome, ClaimRequest, DialDecision, Finish, RateClock,
@@ -20,82 +21,30 @@ use phonebank::store::calls::{
 use phonebank::telephony::signature;
 use serde_json::json;
 
-const VOLUNTEER: &str = "+442079460500";
-
-struct Bank {
-    app: TestApp,
-    clock: Clock,
-    campaign_id: i64,
-    pin: String,
-    members: Vec<String>,
-}
-
-async fn members_csv(store: &Store, n: usize) -> Vec<String> {
-    let mut csv = String::from("member_id,name,phone,constituency\n");
-    let mut members = Vec::new();
-    for i in 0..n {
-        let phone = format!("+447700900{i:03}");
-        csv.push_str(&format!("M{i:04},Member {i},{phone},Hendon\n"));
-        members.push(phone);
-    }
-    let report = import_members_str(store, &csv).await;
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    members
-}
-
 async fn bank(store: Store, n: usize) -> Bank {
-    let clock = Clock::manual(tuesday_evening());
-    load_seats(&store).await;
-    let members = members_csv(&store, n).await;
-    let app = voice_app(store, clock.clone()).await;
-    let campaign = app
-        .json("POST", "/api/v1/campaigns", campaign_body("Hendon Calls"))
-        .await;
-    let campaign_id = campaign.body["id"].as_i64().unwrap();
-    let started = app
-        .json(
-            "POST",
-            &format!("/api/v1/campaigns/{campaign_id}/start"),
-            json!({}),
-        )
-        .await;
-    assert_eq!(started.status, 200);
-    let v = app
-        .json(
-            "POST",
-            "/api/v1/volunteers",
-            json!({"name": "Vic Volunteer", "phone": VOLUNTEER}),
-        )
-        .await;
+    let (csv, members) = members_csv(n, &["Hendon"]);
     Bank {
-        app,
-        clock,
-        campaign_id,
-        pin: v.body["pin"].as_str().unwrap().to_owned(),
+        bank: PhoneBank::open(store, &csv, &[]).await,
         members,
     }
 }
 
+/// A phone bank ready to call with `n` members in Hendon.
+struct Bank {
+    bank: PhoneBank,
+    members: Vec<String>,
+}
+
+impl std::ops::Deref for Bank {
+    type Target = PhoneBank;
+    fn deref(&self) -> &PhoneBank {
+        &self.bank
+    }
+}
+
 impl Bank {
-    async fn logged_in(&self, n: u64) -> (Call<'_>, Doc) {
-        let mut call = Call::new(&self.app, n, VOLUNTEER);
-        let doc = call.start().await;
-        let doc = call.press(&doc, &self.pin).await;
-        (call, doc)
-    }
-
-    async fn count(&self, sql: &str) -> i64 {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(self.app.store.pool())
-            .await
-            .unwrap()
-    }
-
     async fn text(&self, sql: &str) -> Option<String> {
-        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
-            .fetch_one(self.app.store.pool())
-            .await
-            .unwrap()
+        self.value(sql).await
     }
 }
 

@@ -362,7 +362,7 @@ impl Store {
     }
 
     /// Spend one attempt of the seat's budget and advance its pass; false if the budget
-    /// is gone.
+    /// is gone. A seat served is not idle (the full walk may have found it so marked).
     async fn spend(
         &self,
         tx: &mut Tx,
@@ -375,7 +375,7 @@ impl Store {
                tat = (case when tat > $3 then tat else $3 end) + $4, \
                pass = pass + $6, \
                day_count = case when day = $7 then day_count + 1 else 1 end, \
-               day = $7 \
+               day = $7, idle_until = 0 \
              where campaign_id = $1 and seat_id = $2 and ($4 = 0 or tat - $5 <= $3) \
                and ($8 < 0 or day <> $7 or day_count < $8)",
         )

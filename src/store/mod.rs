@@ -160,6 +160,18 @@ impl Store {
     }
 
     pub async fn connect_without_migrating(url: Option<&str>) -> anyhow::Result<Self> {
+        Self::open(url, true).await
+    }
+
+    /// Connect to a database that must already exist (commands that only read): a
+    /// missing SQLite file is an error, not a new empty database.
+    pub async fn connect_existing(url: Option<&str>) -> anyhow::Result<Self> {
+        let store = Self::open(url, false).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn open(url: Option<&str>, create: bool) -> anyhow::Result<Self> {
         use anyhow::Context as _;
         sqlx::any::install_default_drivers();
         let url = match url {
@@ -177,15 +189,22 @@ impl Store {
             );
         };
         let url = match backend {
-            // Create the file on first start.
+            // Create the file on first start, unless it must exist.
             Backend::Sqlite if !url.contains("mode=") && !url.contains(":memory:") => {
                 let sep = if url.contains('?') { '&' } else { '?' };
-                format!("{url}{sep}mode=rwc")
+                let mode = if create { "rwc" } else { "rw" };
+                format!("{url}{sep}mode={mode}")
             }
             _ => url,
         };
         let options = AnyConnectOptions::from_str(&url)
             .with_context(|| format!("parsing DATABASE_URL {}", redact_url(&url)))?;
+        let missing = || {
+            format!(
+                "no database at {}: set DATABASE_URL, or create it with `phonebank import` or `phonebank serve`",
+                redact_url(&url)
+            )
+        };
         let pool_options = match backend {
             Backend::Sqlite => sqlite_pool(false).max_connections(8),
             Backend::Postgres => AnyPoolOptions::new().max_connections(16),
@@ -194,7 +213,13 @@ impl Store {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.clone())
             .await
-            .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+            .with_context(|| {
+                if create {
+                    format!("connecting to {}", redact_url(&url))
+                } else {
+                    missing()
+                }
+            })?;
         // Group commit needs the database's file (SQLite's own answer, so every URL form
         // works); an in-memory database has none and keeps synchronous=FULL.
         let wal = match backend {

@@ -369,3 +369,112 @@ impl<'a> Call<'a> {
         }
     }
 }
+
+/// The volunteer every `PhoneBank` registers.
+pub const VOLUNTEER: &str = "+442079460500";
+
+/// `n` members on 07700 900xxx spread over `seats` in turn, as a member CSV, with their
+/// numbers.
+pub fn members_csv(n: usize, seats: &[&str]) -> (String, Vec<String>) {
+    let mut csv = String::from("member_id,name,phone,constituency\n");
+    let mut phones = Vec::new();
+    for i in 0..n {
+        let phone = format!("+447700900{i:03}");
+        csv.push_str(&format!(
+            "M{i:04},Member {i},{phone},{}\n",
+            seats[i % seats.len()]
+        ));
+        phones.push(phone);
+    }
+    (csv, phones)
+}
+
+/// A phone bank ready to call through the voice webhooks: seats loaded, the given
+/// members imported, the numbers in `suppressed` opted out, one active campaign, and
+/// one volunteer ([`VOLUNTEER`]) with their PIN; the app on a manual clock at
+/// [`tuesday_evening`].
+pub struct PhoneBank {
+    pub app: TestApp,
+    pub clock: Clock,
+    pub campaign_id: i64,
+    pub pin: String,
+}
+
+impl PhoneBank {
+    pub async fn open(store: Store, members: &str, suppressed: &[&str]) -> Self {
+        let clock = Clock::manual(tuesday_evening());
+        super::load_seats(&store).await;
+        let report = super::import_members_str(&store, members).await;
+        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+        let app = voice_app(store, clock.clone()).await;
+        for phone in suppressed {
+            let r = app
+                .json(
+                    "POST",
+                    "/api/v1/suppressions",
+                    serde_json::json!({"phone": phone, "reason": "asked"}),
+                )
+                .await;
+            assert!(r.status.is_success(), "{}", r.text);
+        }
+        let campaign = app
+            .json(
+                "POST",
+                "/api/v1/campaigns",
+                super::app::campaign_body("Hendon Calls"),
+            )
+            .await;
+        assert_eq!(campaign.status, 201, "{}", campaign.text);
+        let campaign_id = campaign.body["id"].as_i64().unwrap();
+        let started = app
+            .json(
+                "POST",
+                &format!("/api/v1/campaigns/{campaign_id}/start"),
+                serde_json::json!({}),
+            )
+            .await;
+        assert_eq!(started.status, 200, "{}", started.text);
+        let v = app
+            .json(
+                "POST",
+                "/api/v1/volunteers",
+                serde_json::json!({"name": "Vic Volunteer", "phone": VOLUNTEER}),
+            )
+            .await;
+        assert_eq!(v.status, 201, "{}", v.text);
+        Self {
+            app,
+            clock,
+            campaign_id,
+            pin: v.body["pin"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// The volunteer's call number `n`, past the PIN, at the first announcement.
+    pub async fn logged_in(&self, n: u64) -> (Call<'_>, Doc) {
+        let mut call = Call::new(&self.app, n, VOLUNTEER);
+        let doc = call.start().await;
+        assert!(doc.said().contains("PIN"), "{}", doc.raw);
+        let doc = call.press(&doc, &self.pin).await;
+        (call, doc)
+    }
+
+    /// One value from the database (`count(*)` and the like).
+    pub async fn value<T>(&self, sql: &str) -> T
+    where
+        T: for<'r> sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any> + Send + Unpin,
+    {
+        sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(self.app.store.pool())
+            .await
+            .unwrap()
+    }
+
+    pub async fn count(&self, sql: &str) -> i64 {
+        self.value(sql).await
+    }
+
+    pub fn advance(&self, by: jiff::SignedDuration) {
+        self.clock.set(self.clock.now() + by);
+    }
+}

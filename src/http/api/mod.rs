@@ -50,6 +50,31 @@ impl Modify for BearerAuth {
 }
 
 /// A list endpoint's `limit`: 100 when absent, 1 to 1000 when given.
+/// An organiser's free-text note or reason, trimmed; `None` when empty. At most 500
+/// characters; line breaks are fine, other control characters are refused (they would
+/// reach CSV exports, logs and terminals as they are).
+pub(super) fn note<'a>(
+    field: &str,
+    text: Option<&'a str>,
+) -> Result<Option<&'a str>, crate::http::ApiError> {
+    let Some(text) = text.map(str::trim).filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    if text.chars().count() > 500 {
+        return Err(crate::http::ApiError::invalid(
+            field,
+            format!("{field} is at most 500 characters"),
+        ));
+    }
+    if let Some(reason) = crate::domain::text::control_character(text, true) {
+        return Err(crate::http::ApiError::invalid(
+            field,
+            format!("{field} {reason}"),
+        ));
+    }
+    Ok(Some(text))
+}
+
 pub(super) fn page_limit(limit: Option<i64>) -> Result<i64, crate::http::ApiError> {
     let limit = limit.unwrap_or(100);
     if (1..=1000).contains(&limit) {

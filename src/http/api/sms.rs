@@ -308,11 +308,7 @@ async fn resolve_review(
             format!("the question has no option {:?}", input.option),
         ));
     }
-    let note = input
-        .note
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty());
+    let note = super::note("note", input.note.as_deref())?;
     state
         .store
         .resolve_review(
@@ -348,11 +344,7 @@ async fn dismiss_review(
     AppPath(id): AppPath<i64>,
     AppJson(input): AppJson<DismissInput>,
 ) -> ApiResult<AppJson<ReviewItem>> {
-    let note = input
-        .note
-        .as_deref()
-        .map(str::trim)
-        .filter(|n| !n.is_empty());
+    let note = super::note("note", input.note.as_deref())?;
     state
         .store
         .dismiss_review(id, &organiser.token_name, note, now_millis())

@@ -99,13 +99,12 @@ async fn add_suppression(
     AppJson(req): AppJson<AddSuppression>,
 ) -> ApiResult<AppJson<SuppressionStatus>> {
     let phone = parse_phone(&state, &req.phone)?;
-    let reason = req.reason.trim();
-    if reason.is_empty() || reason.len() > 500 {
+    let Some(reason) = super::note("reason", Some(&req.reason))? else {
         return Err(ApiError::invalid(
             "reason",
             "give a reason of 1-500 characters",
         ));
-    }
+    };
     let changed = state
         .store
         .suppress(&phone, reason, "organiser", &organiser.token_name)
@@ -135,13 +134,12 @@ async fn remove_suppression(
     AppJson(req): AppJson<RemoveSuppression>,
 ) -> ApiResult<AppJson<SuppressionStatus>> {
     let phone = parse_phone(&state, &req.phone)?;
-    let note = req.note.trim();
-    if note.is_empty() || note.len() > 500 {
+    let Some(note) = super::note("note", Some(&req.note))? else {
         return Err(ApiError::invalid(
             "note",
             "say why the number may be contacted again (1-500 characters)",
         ));
-    }
+    };
     let changed = state
         .store
         .unsuppress(&phone, "organiser", note, &organiser.token_name)
