@@ -321,8 +321,24 @@ impl Store {
         let Some(member) = member else {
             return Ok(Served::Nobody);
         };
-        if limited && !self.spend(tx, req, seat, today).await? {
-            return Ok(Served::Skipped);
+        if limited {
+            // On PostgreSQL an UPDATE that waited for a concurrent claim and then found
+            // the budget gone still leaves the row locked (READ COMMITTED locks the
+            // newest version before re-checking it). Kept, this claim would hold that seat
+            // while it waits for the next one, and two claims doing so crosswise
+            // deadlock. A savepoint gives the lock back with the refusal.
+            let pg = self.backend == Backend::Postgres;
+            if pg {
+                sqlx::query("savepoint spend").execute(&mut **tx).await?;
+            }
+            if !self.spend(tx, req, seat, today).await? {
+                if pg {
+                    sqlx::query("rollback to savepoint spend")
+                        .execute(&mut **tx)
+                        .await?;
+                }
+                return Ok(Served::Skipped);
+            }
         }
         let queue_id: i64 = member.try_get("id")?;
         let member_id: i64 = member.try_get("member_id")?;
