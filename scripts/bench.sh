@@ -9,7 +9,7 @@
 #
 # Environment:
 #   BENCH_OUT        results file (default target/bench/results.md)
-#   BENCH_ONLY       parts to run, of: claim webhooks import (default: all three)
+#   BENCH_ONLY       parts to run, of: roundtrip claim webhooks import (default: all four)
 #   BENCH_BACKENDS   of: sqlite postgres (default: both)
 #   BENCH_SIZES, BENCH_LEVELS, BENCH_SECONDS, BENCH_OPEN_RATE, BENCH_OPEN_SESSIONS,
 #   BENCH_RATES, BENCH_WEBHOOK_MEMBERS, BENCH_VOLUNTEERS, BENCH_IMPORT_ROWS: override sizes
@@ -36,7 +36,7 @@ RATES=${BENCH_RATES:-$d_rates}
 WMEMBERS=${BENCH_WEBHOOK_MEMBERS:-$d_wmembers}
 VOLS=${BENCH_VOLUNTEERS:-$d_vols}
 IMPORT_ROWS=${BENCH_IMPORT_ROWS:-$d_import}
-ONLY=${BENCH_ONLY:-claim webhooks import}
+ONLY=${BENCH_ONLY:-roundtrip claim webhooks import}
 BACKENDS=${BENCH_BACKENDS:-sqlite postgres}
 OUT=${BENCH_OUT:-target/bench/results.md}
 PG_ADMIN="${TEST_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
@@ -67,7 +67,7 @@ bench=target/release/phonebank-bench
 work=$(mktemp -d)
 cleanup() {
     rm -rf "$work"
-    for db in pbbench_claim pbbench_hooks; do
+    for db in pbbench_rt pbbench_claim pbbench_hooks; do
         psql -X -q -d "$PG_ADMIN" -c "drop database if exists $db with (force)" >/dev/null 2>&1 || true
     done
 }
@@ -90,13 +90,20 @@ mkdir -p "$(dirname "$OUT")"
     echo "- commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- src migrations Cargo.toml || echo ' (with uncommitted changes)')"
     echo "- machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), $(free -g | awk '/Mem:/ {print $2}') GiB, Linux $(uname -r)"
     echo "- load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "- PostgreSQL: $(psql -X -At -d "$PG_ADMIN" -c 'show server_version' 2>/dev/null || echo n/a); SQLite: bundled with sqlx (WAL, synchronous=full)"
+    echo "- PostgreSQL: $(psql -X -At -d "$PG_ADMIN" -c 'show server_version' 2>/dev/null || echo n/a); SQLite: bundled with sqlx (WAL; writer synchronous=normal with a WAL fsync before each write is acknowledged, group commit)"
     echo "- sizes: claim members $SIZES, claimers $LEVELS, ${SECS} s per row, open loop ${OPEN_RATE}/s over $OPEN_SESSIONS sessions; webhooks $RATES req/s offered, ${SECS} s each, $VOLS volunteers, $WMEMBERS members; import $IMPORT_ROWS rows"
     echo
 } > "$OUT"
 
 for part in $ONLY; do
     case $part in
+    roundtrip)
+        echo "## Round trips through the driver" >> "$OUT"; echo >> "$OUT"
+        for b in $BACKENDS; do
+            echo "roundtrip on $b ..." >&2
+            $bench roundtrip --db "$(fresh_db "$b" pbbench_rt)" >> "$OUT"
+            echo >> "$OUT"
+        done ;;
     claim)
         echo "## Claim" >> "$OUT"; echo >> "$OUT"
         for b in $BACKENDS; do

@@ -91,6 +91,15 @@ enum Command {
         #[arg(long, default_value = "target/release/phonebank")]
         server: String,
     },
+    /// What one statement and one write transaction cost through the store's driver:
+    /// the floor under every request that touches the database.
+    Roundtrip {
+        /// sqlite:FILE or postgres://... (an empty database).
+        #[arg(long)]
+        db: String,
+        #[arg(long, default_value_t = 5000)]
+        count: usize,
+    },
     /// A minimal axum server answering every POST with one fixed TwiML document.
     Ceiling {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -141,9 +150,75 @@ fn main() -> anyhow::Result<()> {
                 )
                 .await
             }
+            Command::Roundtrip { db, count } => roundtrip(&db, count).await,
             Command::Ceiling { bind } => ceiling(bind).await,
         }
     })
+}
+
+/// Sequential `select 1`s (one trip to the database and back each), sequential write
+/// transactions of one insert (begin, insert, commit: the shape of the smallest write in
+/// the loop, durable on return), and the same transactions from 50 tasks at once.
+async fn roundtrip(db: &str, count: usize) -> anyhow::Result<()> {
+    let backend = backend_name(db);
+    let store = Store::connect(Some(db)).await?;
+    sqlx::query("create table if not exists bench_scratch (id bigint primary key, v bigint)")
+        .execute(store.pool())
+        .await?;
+    let ids = Arc::new(AtomicU64::new(0));
+    let select = Recorder::new();
+    let began_all = Instant::now();
+    for _ in 0..count {
+        let began = Instant::now();
+        sqlx::query("select 1").execute(store.pool()).await?;
+        select.record(began.elapsed(), true);
+    }
+    let select_rate = count as f64 / began_all.elapsed().as_secs_f64();
+    async fn write(store: &Store, id: u64) -> anyhow::Result<()> {
+        let mut tx = store.begin_write().await?;
+        sqlx::query("insert into bench_scratch (id, v) values ($1, $1)")
+            .bind(id as i64)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+    let sequential = Recorder::new();
+    let began_all = Instant::now();
+    for _ in 0..count {
+        let began = Instant::now();
+        write(&store, ids.fetch_add(1, Ordering::Relaxed)).await?;
+        sequential.record(began.elapsed(), true);
+    }
+    let sequential_rate = count as f64 / began_all.elapsed().as_secs_f64();
+    let concurrent = Recorder::new();
+    let began_all = Instant::now();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let (store, ids, rec) = (store.clone(), ids.clone(), concurrent.clone());
+            tokio::spawn(async move {
+                for _ in 0..count / 50 {
+                    let began = Instant::now();
+                    let ok = write(&store, ids.fetch_add(1, Ordering::Relaxed)).await.is_ok();
+                    rec.record(began.elapsed(), ok);
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await?;
+    }
+    let concurrent_rate = (count / 50 * 50) as f64 / began_all.elapsed().as_secs_f64();
+    println!("| backend | what | n | per second | p50 ms | p99 ms | max ms |");
+    println!("|---|---|---|---|---|---|---|");
+    let (n, p50, p99, _, max) = select.summary();
+    println!("| {backend} | `select 1`, one after another | {n} | {select_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |");
+    let (n, p50, p99, _, max) = sequential.summary();
+    println!("| {backend} | write transaction (begin, insert, commit), one after another | {n} | {sequential_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |");
+    let (n, p50, p99, _, max) = concurrent.summary();
+    println!("| {backend} | the same from 50 tasks at once | {n} | {concurrent_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |");
+    store.close().await;
+    Ok(())
 }
 
 fn backend_name(db: &str) -> &'static str {

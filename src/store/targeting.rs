@@ -81,15 +81,17 @@ pub(crate) async fn apply_priorities(
         Backend::Sqlite => "json_extract(m.attributes, '$.\"' || $3 || '\"')",
         Backend::Postgres => "(cast(m.attributes as jsonb) ->> $3)",
     };
-    // Members with ids in (lo, hi] only, when the queue is filled a chunk at a time: the
-    // range bounds the members read too, or every chunk would read every member.
+    // Members with ids in (lo, hi] only, when the queue is filled a chunk at a time. The
+    // member is looked up by key for each queue row: an `in (select ...)` read every
+    // member's attributes at every chunk, or (with the range in it too, on fresh
+    // statistics) was planned as a nested loop of chunk x chunk rows on PostgreSQL.
     let (lo, hi) = members.unwrap_or((i64::MIN, i64::MAX));
     for (value, weight) in t.attribute_weights.iter().filter(|(_, w)| **w != 0) {
         let sql = format!(
             "update call_queue set priority = $2 where campaign_id = $1 and priority = 0 \
              and member_id > $5 and member_id <= $6 \
-             and member_id in (select m.id from members m \
-                               where m.id > $5 and m.id <= $6 and {value_of} = $4)"
+             and exists (select 1 from members m \
+                         where m.id = call_queue.member_id and {value_of} = $4)"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(campaign_id)
