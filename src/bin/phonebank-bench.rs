@@ -199,7 +199,9 @@ async fn roundtrip(db: &str, count: usize) -> anyhow::Result<()> {
             tokio::spawn(async move {
                 for _ in 0..count / 50 {
                     let began = Instant::now();
-                    let ok = write(&store, ids.fetch_add(1, Ordering::Relaxed)).await.is_ok();
+                    let ok = write(&store, ids.fetch_add(1, Ordering::Relaxed))
+                        .await
+                        .is_ok();
                     rec.record(began.elapsed(), ok);
                 }
             })
@@ -212,11 +214,17 @@ async fn roundtrip(db: &str, count: usize) -> anyhow::Result<()> {
     println!("| backend | what | n | per second | p50 ms | p99 ms | max ms |");
     println!("|---|---|---|---|---|---|---|");
     let (n, p50, p99, _, max) = select.summary();
-    println!("| {backend} | `select 1`, one after another | {n} | {select_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |");
+    println!(
+        "| {backend} | `select 1`, one after another | {n} | {select_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |"
+    );
     let (n, p50, p99, _, max) = sequential.summary();
-    println!("| {backend} | write transaction (begin, insert, commit), one after another | {n} | {sequential_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |");
+    println!(
+        "| {backend} | write transaction (begin, insert, commit), one after another | {n} | {sequential_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |"
+    );
     let (n, p50, p99, _, max) = concurrent.summary();
-    println!("| {backend} | the same from 50 tasks at once | {n} | {concurrent_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |");
+    println!(
+        "| {backend} | the same from 50 tasks at once | {n} | {concurrent_rate:.0} | {p50:.3} | {p99:.3} | {max:.1} |"
+    );
     store.close().await;
     Ok(())
 }
