@@ -214,7 +214,7 @@ impl Store {
             .connect_with(options.clone())
             .await
             .with_context(|| {
-                if create {
+                if create || backend == Backend::Postgres {
                     format!("connecting to {}", redact_url(&url))
                 } else {
                     missing()
