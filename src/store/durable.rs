@@ -66,10 +66,14 @@ impl WalSync {
             if let Some(target) = lead {
                 self.syncs.fetch_add(1, Ordering::Relaxed);
                 metrics::counter!("phonebank_sqlite_wal_syncs_total").increment(1);
+                // A leader dropped mid-sync (a cancelled request) must still hand
+                // leadership back, or every later writer waits for ever.
+                let guard = Release(&self.synced);
                 let wal = self.wal.clone();
                 let done = tokio::task::spawn_blocking(move || sync_file(&wal))
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                std::mem::forget(guard);
                 self.synced.send_modify(|s| {
                     s.running = false;
                     if done.is_ok() {
@@ -88,6 +92,14 @@ impl WalSync {
                 return Ok(());
             }
         }
+    }
+}
+
+struct Release<'a>(&'a watch::Sender<Synced>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|s| s.running = false);
     }
 }
 
