@@ -174,7 +174,7 @@ both_backends! {
                    M6,Fay\tJones,+447700900006,Hendon,full,\n\
                    M\u{0}7,Gus,+447700900007,Hendon,full,\n\
                    M8,Hal\u{FFFF},+447700900008,Hendon,full,\n";
-        let report = phonebank::import::import_members(&store, std::io::Cursor::new(csv.as_bytes().to_vec()), phonenumber::country::Id::GB)
+        let report = phonebank::import::import_members(&store, std::io::Cursor::new(csv.as_bytes().to_vec()), phonenumber::country::Id::GB, phonebank::import::QueueNew::Now)
             .await
             .expect("one bad row never fails the import");
         assert_eq!(report.imported, 2, "{report:?}");
@@ -213,13 +213,13 @@ both_backends! {
     }
 
     async fn members_need_seats_first(store) {
-        let err = phonebank::import::import_members(&store, std::io::Cursor::new(b"member_id,name,phone,constituency\n".to_vec()), phonenumber::country::Id::GB).await.unwrap_err();
+        let err = phonebank::import::import_members(&store, std::io::Cursor::new(b"member_id,name,phone,constituency\n".to_vec()), phonenumber::country::Id::GB, phonebank::import::QueueNew::Now).await.unwrap_err();
         assert!(err.to_string().contains("import seats"), "{err}");
     }
 
     async fn a_file_without_the_required_columns_is_refused_whole(store) {
         load_seats(&store).await;
-        let err = phonebank::import::import_members(&store, std::io::Cursor::new(b"id,name,mobile\nM1,A,07700900001\n".to_vec()), phonenumber::country::Id::GB).await.unwrap_err();
+        let err = phonebank::import::import_members(&store, std::io::Cursor::new(b"id,name,mobile\nM1,A,07700900001\n".to_vec()), phonenumber::country::Id::GB, phonebank::import::QueueNew::Now).await.unwrap_err();
         assert_eq!(err.to_string(), "the header is missing required column(s): member_id, phone, constituency");
         assert_eq!(store.count_members().await.unwrap(), 0);
     }

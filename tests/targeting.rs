@@ -4,193 +4,13 @@
 
 mod common;
 
-use std::collections::HashMap;
-
-use common::app::campaign_body;
-use common::{import_members_str, load_seats};
+use common::bank::{A, B, C, D, bank, long_list, queued_in_the_end, t0, tally, target};
 use jiff::{SignedDuration, Timestamp};
+use phonebank::domain::CampaignStatus;
 use phonebank::domain::targeting::{NonTargets, SeatLimit, Targeting};
-use phonebank::domain::{CallingHours, CampaignStatus, PhoneNumber, RetryPolicy};
 use phonebank::store::Store;
-use phonebank::store::calls::{ClaimOutcome, ClaimRequest, Finish, RateClock};
-use phonebank::store::campaigns::CampaignSpec;
 use phonebank::store::claim::IDLE_RECHECK_MS;
 use phonebank::store::seats::SeatPatch;
-
-/// Hendon, Finchley, Chipping Barnet; Bristol Central is never a target here.
-const A: &str = "E14001279";
-const B: &str = "E14001238";
-const C: &str = "E14001169";
-const D: &str = "E14001131";
-
-fn t0() -> Timestamp {
-    "2026-12-08T11:00:00Z".parse().unwrap()
-}
-
-/// `per_seat` members in each of A, B, C and D (`membership` alternating full and
-/// supporter), an active campaign, and `volunteers` volunteers with open sessions.
-struct Bank {
-    store: Store,
-    campaign_id: i64,
-    volunteers: Vec<(i64, i64)>,
-    hours: CallingHours,
-    policy: RetryPolicy,
-}
-
-async fn bank(store: Store, per_seat: usize, volunteers: usize) -> Bank {
-    load_seats(&store).await;
-    let blocks = ["+447700900", "+442079460", "+441174960", "+441214960"];
-    let mut csv = String::from("member_id,name,phone,constituency,membership\n");
-    for (s, code) in [A, B, C, D].iter().enumerate() {
-        for i in 0..per_seat {
-            let kind = if i % 2 == 0 { "supporter" } else { "full" };
-            csv.push_str(&format!(
-                "M{s}{i:04},Member {s}-{i},{}{i:03},{code},{kind}\n",
-                blocks[s]
-            ));
-        }
-    }
-    let report = import_members_str(&store, &csv).await;
-    assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-    let spec = CampaignSpec {
-        name: "Targets".into(),
-        caller_number: PhoneNumber::from_e164("+442079460999").unwrap(),
-        script: serde_json::from_value(campaign_body("x")["script"].clone()).unwrap(),
-        calling_hours: CallingHours::default(),
-        retry_policy: RetryPolicy::default(),
-    };
-    let c = store.create_campaign(&spec).await.unwrap();
-    store
-        .set_campaign_status(c.id, CampaignStatus::Active)
-        .await
-        .unwrap();
-    let mut vs = Vec::new();
-    for i in 0..volunteers {
-        let phone = PhoneNumber::from_e164(&format!("+44113496{i:04}")).unwrap();
-        let v = store
-            .create_volunteer(&format!("V{i}"), &phone, None, "x")
-            .await
-            .unwrap();
-        let s = store
-            .open_session(
-                &format!("CA{i:032}"),
-                phone.as_e164(),
-                v.id,
-                None,
-                t0().as_millisecond(),
-            )
-            .await
-            .unwrap();
-        vs.push((v.id, s.id));
-    }
-    Bank {
-        store,
-        campaign_id: c.id,
-        volunteers: vs,
-        hours: CallingHours::default(),
-        policy: RetryPolicy::default(),
-    }
-}
-
-fn target(weight: i64) -> SeatPatch {
-    SeatPatch {
-        is_target: Some(true),
-        weight: Some(weight),
-        ..SeatPatch::default()
-    }
-}
-
-impl Bank {
-    /// One claim by volunteer `v` at `now` through `store`, finished at once. The seat
-    /// code claimed, or `None` when nobody is claimable.
-    async fn claim_on(&self, store: &Store, v: usize, now: Timestamp) -> Option<String> {
-        let (volunteer_id, session_id) = self.volunteers[v];
-        let req = ClaimRequest {
-            campaign_id: self.campaign_id,
-            volunteer_id,
-            session_id,
-            hours: &self.hours,
-            now,
-            lease_millis: 600_000,
-            rate_clock: RateClock::Request,
-        };
-        let attempt = match store.claim(&req).await.unwrap() {
-            ClaimOutcome::Claimed(a) => a,
-            ClaimOutcome::Empty => return None,
-            ClaimOutcome::OutsideHours => panic!("outside hours at {now}"),
-        };
-        store
-            .finish_attempt(
-                attempt.id,
-                Finish {
-                    disposition: None,
-                    opt_out: false,
-                },
-                &self.policy,
-                now.as_millisecond(),
-            )
-            .await
-            .unwrap();
-        let code: String = sqlx::query_scalar(
-            "select s.code from contact_attempts a join seats s on s.id = a.seat_id where a.id = $1",
-        )
-        .bind(attempt.id)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
-        Some(code)
-    }
-
-    /// A claim by volunteer `v` at `now`, left open: the attempt and its seat code.
-    async fn lease(&self, v: usize, now: Timestamp) -> Option<(i64, String)> {
-        let (volunteer_id, session_id) = self.volunteers[v];
-        let req = ClaimRequest {
-            campaign_id: self.campaign_id,
-            volunteer_id,
-            session_id,
-            hours: &self.hours,
-            now,
-            lease_millis: 600_000,
-            rate_clock: RateClock::Request,
-        };
-        let ClaimOutcome::Claimed(attempt) = self.store.claim(&req).await.unwrap() else {
-            return None;
-        };
-        let code: String = sqlx::query_scalar(
-            "select s.code from contact_attempts a join seats s on s.id = a.seat_id where a.id = $1",
-        )
-        .bind(attempt.id)
-        .fetch_one(self.store.pool())
-        .await
-        .unwrap();
-        Some((attempt.id, code))
-    }
-
-    async fn claim(&self, now: Timestamp) -> Option<String> {
-        self.claim_on(&self.store, 0, now).await
-    }
-
-    async fn targeting(&self, non_targets: NonTargets) {
-        self.store
-            .set_targeting(
-                self.campaign_id,
-                &Targeting {
-                    non_targets,
-                    ..Targeting::default()
-                },
-            )
-            .await
-            .unwrap();
-    }
-}
-
-fn tally(codes: &[Option<String>]) -> HashMap<String, usize> {
-    let mut m = HashMap::new();
-    for c in codes.iter().flatten() {
-        *m.entry(c.clone()).or_default() += 1;
-    }
-    m
-}
 
 both_backends! {
     async fn weights_three_two_one_split_six_hundred_claims_exactly(store) {
@@ -333,35 +153,9 @@ both_backends! {
     async fn starting_a_long_list_queues_every_member_in_the_end(store) {
         // More than one enqueue chunk: what does not fit in the request's time is queued
         // in the background, and claims serve whoever is queued meanwhile.
-        load_seats(&store).await;
-        let mut csv = String::from("member_id,name,phone,constituency\n");
-        for i in 0..12_000 {
-            csv.push_str(&format!("M{i:05},Member {i},+447700900{:03},{A}\n", i % 1000));
-        }
-        let report = import_members_str(&store, &csv).await;
-        assert!(report.rejected.is_empty(), "{:?}", report.rejected);
-        let spec = CampaignSpec {
-            name: "Long list".into(),
-            caller_number: PhoneNumber::from_e164("+442079460999").unwrap(),
-            script: serde_json::from_value(campaign_body("x")["script"].clone()).unwrap(),
-            calling_hours: CallingHours::default(),
-            retry_policy: RetryPolicy::default(),
-        };
-        let c = store.create_campaign(&spec).await.unwrap();
-        store.set_campaign_status(c.id, CampaignStatus::Active).await.unwrap();
-        let mut queued = 0;
-        for _ in 0..600 {
-            queued = sqlx::query_scalar::<_, i64>("select count(*) from call_queue where campaign_id = $1")
-                .bind(c.id)
-                .fetch_one(store.pool())
-                .await
-                .unwrap();
-            if queued == 12_000 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-        }
-        assert_eq!(queued, 12_000);
+        let c = long_list(&store, 12_000, A).await;
+        store.set_campaign_status(c, CampaignStatus::Active).await.unwrap();
+        assert_eq!(queued_in_the_end(&store, c, 12_000).await, 12_000);
     }
 
     async fn a_weight_change_applies_at_the_next_claim(store) {

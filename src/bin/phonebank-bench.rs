@@ -30,7 +30,7 @@ use phonebank::demo::members::{self, CAMPAIGN_NUMBER, volunteer_number};
 use phonebank::demo::{Organiser, seat_picks, smallest_majorities};
 use phonebank::domain::{ApiToken, PhoneNumber};
 use phonebank::http::{self, AppState};
-use phonebank::import::{BUNDLED_SEATS, import_members, import_seats};
+use phonebank::import::{BUNDLED_SEATS, QueueNew, import_members, import_seats};
 use phonebank::simulator::twiml::Doc;
 use phonebank::store::Store;
 use phonebank::store::calls::{ClaimOutcome, ClaimRequest, Finish, RateClock};
@@ -477,6 +477,7 @@ async fn import_slice(store: &Store, people: &[members::Generated]) -> anyhow::R
         store,
         std::io::Cursor::new(csv.into_bytes()),
         phonenumber::country::Id::GB,
+        QueueNew::Now,
     )
     .await?;
     if !report.rejected.is_empty() {

@@ -10,7 +10,9 @@ use indicatif::{ProgressBar, ProgressStyle};
 use phonenumber::country::Id as Region;
 
 use super::say;
-use crate::import::{BUNDLED_SEATS, ImportReport, Progress, import_members, import_seats};
+use crate::import::{
+    BUNDLED_SEATS, ImportReport, Progress, QueueNew, import_members, import_seats,
+};
 use crate::store::Store;
 
 /// Exit status when the file was read but some rows were rejected, so scripts can tell
@@ -53,7 +55,7 @@ pub async fn run(store: &Store, cmd: ImportCommand, region: Region) -> anyhow::R
         }
         ImportCommand::Members { file, json } => {
             let (reader, bar) = open(&file)?;
-            let report = import_members(store, reader, region).await?;
+            let report = import_members(store, reader, region, QueueNew::Now).await?;
             bar.finish_and_clear();
             (report, json)
         }

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use crate::config::Settings;
 use crate::domain::{ApiToken, CallingHours, Clock, Script};
 use crate::http::{self, AppState};
-use crate::import::{BUNDLED_SEATS, import_members, import_seats};
+use crate::import::{BUNDLED_SEATS, QueueNew, import_members, import_seats};
 use crate::simulator::{
     Behaviour, Carrier, Cast, Check, Faults, Observer, RestApi, SeatLimit, Sim, VolunteerCard,
 };
@@ -218,6 +218,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
         &store,
         std::io::Cursor::new(csv.into_bytes()),
         phonenumber::country::Id::GB,
+        QueueNew::Now,
     )
     .await?;
     if !imported.rejected.is_empty() {

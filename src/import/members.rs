@@ -35,12 +35,25 @@ pub const SHARED_NUMBER_WARNING: &str = "phone number is shared with another mem
     it is never on two live calls at once, each member on it is still called in turn, \
     an opt-out from it covers them all, and SMS replies from it go to review";
 
+/// How new members join the queues of running campaigns after an import.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QueueNew {
+    /// Before the import returns: for a command that exits when done.
+    Now,
+    /// Within a couple of seconds, the rest in the background: for a request to a
+    /// running server (a million-row file would otherwise hold the upload for minutes).
+    /// Should the server stop first, its next start finishes the job.
+    Background,
+}
+
 /// Import a member file. Re-importing the same file changes nothing; a member whose row
-/// changed is updated in place (matched by `member_id`).
+/// changed is updated in place (matched by `member_id`). New members join every active
+/// campaign's queue as `queue` says.
 pub async fn import_members<R: Read + Send + 'static>(
     store: &Store,
     input: R,
     region: Region,
+    queue: QueueNew,
 ) -> Result<ImportReport, ImportError> {
     let seats = store.seat_index().await?;
     if seats.is_empty() {
@@ -83,10 +96,13 @@ pub async fn import_members<R: Read + Send + 'static>(
         .await
         .map_err(|e| ImportError::Read(format!("parser stopped: {e}")))??;
     report.warnings.sort_by_key(|w| w.line);
-    // New members join the queue of every running campaign at once.
-    store
-        .enqueue_active_campaigns(crate::domain::now_millis())
-        .await?;
+    let now = crate::domain::now_millis();
+    match queue {
+        QueueNew::Now => {
+            store.enqueue_active_campaigns(now).await?;
+        }
+        QueueNew::Background => store.start_active_queues(now).await?,
+    }
     Ok(report)
 }
 

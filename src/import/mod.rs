@@ -19,7 +19,7 @@ use std::io::Read;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-pub use members::import_members;
+pub use members::{QueueNew, import_members};
 pub use seats::import_seats;
 
 /// The summary printed by `--json` and returned by the upload endpoint.

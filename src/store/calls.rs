@@ -164,7 +164,7 @@ impl Store {
                         tracing::info!(campaign_id, queued = added + more, "queue filled")
                     }
                     Err(e) => {
-                        tracing::error!(campaign_id, error = %e, "filling the queue failed; restart to resume")
+                        tracing::error!(campaign_id, error = %e, "filling the queue failed; the next start of the server resumes it")
                     }
                 }
             });
@@ -269,7 +269,21 @@ impl Store {
         Ok(())
     }
 
-    /// After a member import: queue the new members in every active campaign.
+    /// After a member import through the API: [`Store::start_queue`] for every active
+    /// campaign, so the upload answers in seconds while a large file's members are
+    /// queued in the background.
+    pub async fn start_active_queues(&self, now: i64) -> Result<()> {
+        let ids: Vec<i64> = sqlx::query_scalar("select id from campaigns where status = 'active'")
+            .fetch_all(&self.pool)
+            .await?;
+        for id in ids {
+            self.start_queue(id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// After a member import: queue the new members in every active campaign, before
+    /// returning (a command that exits afterwards must not leave the job half done).
     pub async fn enqueue_active_campaigns(&self, now: i64) -> Result<u64> {
         let ids: Vec<i64> = sqlx::query_scalar("select id from campaigns where status = 'active'")
             .fetch_all(&self.pool)
@@ -514,6 +528,22 @@ impl Store {
         let mut tx = self.begin_write().await?;
         let released = release_in(&mut tx, attempt_id, now).await?;
         tx.commit().await?;
+        if released {
+            // The member is claimable again at once, and the claim may have marked the
+            // seat idle meanwhile (src/store/claim.rs). A hint, so a failure is only
+            // logged: the seat is looked at again within IDLE_RECHECK_MS regardless.
+            let woken = sqlx::query(
+                "update seat_schedule set idle_until = 0 where idle_until > 0 \
+                 and campaign_id = (select campaign_id from contact_attempts where id = $1) \
+                 and seat_id = (select seat_id from contact_attempts where id = $1)",
+            )
+            .bind(attempt_id)
+            .execute(&self.writer)
+            .await;
+            if let Err(e) = woken {
+                tracing::warn!(attempt_id, error = %e, "could not wake a seat after a release");
+            }
+        }
         Ok(released)
     }
 

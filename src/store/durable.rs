@@ -143,4 +143,35 @@ mod tests {
         assert!((1..200).contains(&syncs), "{syncs} syncs for 200 writers");
         std::fs::remove_dir_all(&dir).unwrap();
     }
+
+    /// A leader whose future is dropped mid-sync (client disconnect, request
+    /// timeout) must hand leadership back: before the drop guard it left `running = true` and
+    /// every later writer waited for ever.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cancelled_leader_does_not_wedge_later_writers() {
+        let dir = std::env::temp_dir().join(format!("pb-walsync-cancel-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let db = dir.join("x.db");
+        std::fs::write(format!("{}-wal", db.display()), b"frames").unwrap();
+        let sync = Arc::new(WalSync::new(&db.display().to_string()));
+        {
+            use std::future::Future as _;
+            let fut = sync.durable();
+            tokio::pin!(fut);
+            // Poll exactly once (it becomes the leader and awaits the blocking fsync),
+            // then drop it, as axum does when the client goes away.
+            std::future::poll_fn(|cx| {
+                let _ = fut.as_mut().poll(cx);
+                std::task::Poll::Ready(())
+            })
+            .await;
+        }
+        let later = tokio::time::timeout(std::time::Duration::from_secs(5), sync.durable()).await;
+        assert!(
+            later.is_ok(),
+            "a later writer hung: state after the cancelled leader {:?}",
+            *sync.synced.borrow()
+        );
+        std::fs::remove_dir_all(&dir).ok();
+    }
 }

@@ -205,48 +205,71 @@ impl Store {
                 redact_url(&url)
             )
         };
-        let pool_options = match backend {
-            Backend::Sqlite => sqlite_pool(false).max_connections(8),
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16),
+        let connecting = || {
+            if create || backend == Backend::Postgres {
+                format!("connecting to {}", redact_url(&url))
+            } else {
+                missing()
+            }
         };
-        let pool = pool_options
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options.clone())
-            .await
-            .with_context(|| {
-                if create || backend == Backend::Postgres {
-                    format!("connecting to {}", redact_url(&url))
-                } else {
-                    missing()
-                }
-            })?;
-        // Group commit needs the database's file (SQLite's own answer, so every URL form
-        // works); an in-memory database has none and keeps synchronous=FULL.
-        let wal = match backend {
+        // SQLite's own answer for the database's file, so every URL form works: group
+        // commit syncs that file's WAL. An in-memory database has no file.
+        let file = match backend {
             Backend::Sqlite => {
                 use sqlx::Connection as _;
                 let mut conn = sqlx::AnyConnection::connect_with(&options)
                     .await
-                    .with_context(|| format!("connecting to {}", redact_url(&url)))?;
+                    .with_context(connecting)?;
                 let file: Option<String> =
                     sqlx::query_scalar("select file from pragma_database_list where name = 'main'")
                         .fetch_optional(&mut conn)
                         .await?;
                 conn.close().await?;
                 file.filter(|f| !f.is_empty())
-                    .map(|f| std::sync::Arc::new(durable::WalSync::new(&f)))
             }
             Backend::Postgres => None,
         };
-        let writer = match backend {
-            Backend::Sqlite => sqlite_pool(wal.is_some())
-                .max_connections(1)
-                // Writers wait their turn here; a request gives up at its own timeout.
-                .acquire_timeout(Duration::from_secs(30))
-                .connect_with(options)
-                .await
-                .with_context(|| format!("connecting to {}", redact_url(&url)))?,
-            Backend::Postgres => pool.clone(),
+        let (pool, writer, wal) = match (backend, file) {
+            (Backend::Postgres, _) => {
+                let pool = AnyPoolOptions::new()
+                    .max_connections(16)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await
+                    .with_context(connecting)?;
+                (pool.clone(), pool, None)
+            }
+            (Backend::Sqlite, Some(file)) => {
+                let pool = sqlite_pool(false)
+                    .max_connections(8)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options.clone())
+                    .await
+                    .with_context(connecting)?;
+                let writer = sqlite_pool(true)
+                    .max_connections(1)
+                    // Writers wait their turn here; a request gives up at its own timeout.
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await
+                    .with_context(connecting)?;
+                let wal = std::sync::Arc::new(durable::WalSync::new(&file));
+                (pool, writer, Some(wal))
+            }
+            // Each connection to an in-memory database is a database of its own: one
+            // connection, kept for the life of the store, does the reads and the writes.
+            (Backend::Sqlite, None) => {
+                let pool = sqlite_pool(false)
+                    .max_connections(1)
+                    .min_connections(1)
+                    .idle_timeout(None)
+                    .max_lifetime(None)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_with(options)
+                    .await
+                    .with_context(connecting)?;
+                (pool.clone(), pool, None)
+            }
         };
         Ok(Self {
             pool,

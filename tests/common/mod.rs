@@ -11,6 +11,7 @@
 #![allow(dead_code)]
 
 pub mod app;
+pub mod bank;
 pub mod phone;
 
 use phonebank::store::Store;
@@ -115,6 +116,7 @@ pub async fn import_members_str(store: &Store, csv: &str) -> phonebank::import::
         store,
         std::io::Cursor::new(csv.as_bytes().to_vec()),
         phonenumber::country::Id::GB,
+        phonebank::import::QueueNew::Now,
     )
     .await
     .expect("member import")

@@ -14,7 +14,7 @@ use crate::domain::PhoneNumber;
 use crate::http::auth::Organiser;
 use crate::http::error::{AppJson, AppPath, ErrorBody};
 use crate::http::{ApiError, ApiResult, AppState};
-use crate::import::{ImportError, ImportReport, import_members};
+use crate::import::{ImportError, ImportReport, QueueNew, import_members};
 use crate::store::StoreError;
 use crate::store::members::Member;
 
@@ -65,6 +65,7 @@ async fn upload_members(
         &state.store,
         std::io::Cursor::new(body),
         state.settings.default_region,
+        QueueNew::Background,
     )
     .await
     .map_err(|e| match e {
