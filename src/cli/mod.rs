@@ -100,12 +100,30 @@ pub fn run() -> ExitCode {
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.db.database_url.as_deref();
+    // Each command is its own process, so an in-memory database would be gone (tokens,
+    // imports) before the next one could use it.
+    if url.is_some_and(|u| u.contains(":memory:") || u.contains("mode=memory"))
+        && !matches!(cli.command, Command::Demo(_) | Command::Openapi)
+    {
+        anyhow::bail!(
+            "an in-memory SQLite database lasts only as long as one command: \
+             use a file (DATABASE_URL=sqlite:phonebank.db) or PostgreSQL"
+        );
+    }
     match cli.command {
         Command::Serve(args) => serve(url, Settings::new(&args, &cli.phone), args).await,
         Command::Demo(args) => demo::run(args).await,
         Command::Migrate => {
+            if let Some(u) = url
+                && Store::create_postgres_database(u.trim()).await?
+            {
+                eprintln!("created the database {}", redact_url(u.trim()));
+            }
             let store = Store::connect(url).await?;
-            eprintln!("database is up to date ({:?})", store.backend());
+            eprintln!(
+                "migrations applied: the database is up to date ({:?})",
+                store.backend()
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Import(cmd) => {

@@ -188,7 +188,7 @@ pub async fn run(opts: &DemoOptions) -> anyhow::Result<Demo> {
     if !store.list_campaigns().await?.is_empty() {
         bail!(
             "{shown_db} already holds campaigns: the demo needs an empty database \
-             (remove the file or pass another --db; without --db it makes a temporary one)"
+             (pass another --db or --postgres database; without either it makes a temporary one)"
         );
     }
     let say = |s: &str| {

@@ -139,11 +139,12 @@ impl std::fmt::Debug for Store {
 /// A database URL with any password hidden when printed.
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
-        Some((scheme, rest)) => match rest.split_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or("");
-                format!("{scheme}://{user}:****@{host}")
-            }
+        // The last '@': a password may hold an unescaped one.
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => match userinfo.split_once(':') {
+                Some((user, _password)) => format!("{scheme}://{user}:****@{host}"),
+                None => url.to_owned(),
+            },
             None => url.to_owned(),
         },
         None => url.to_owned(),
@@ -280,6 +281,29 @@ impl Store {
         })
     }
 
+    /// For `phonebank migrate`: create a PostgreSQL database that does not exist yet
+    /// (connecting to the server's maintenance database with the same credentials).
+    /// True if it was created. SQLite files are created by [`Store::connect`] anyway.
+    pub async fn create_postgres_database(url: &str) -> anyhow::Result<bool> {
+        use anyhow::Context as _;
+        use sqlx::migrate::MigrateDatabase as _;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            return Ok(false);
+        }
+        sqlx::any::install_default_drivers();
+        let shown = redact_url(url);
+        if sqlx::Any::database_exists(url)
+            .await
+            .with_context(|| format!("connecting to {shown}"))?
+        {
+            return Ok(false);
+        }
+        sqlx::Any::create_database(url)
+            .await
+            .with_context(|| format!("creating the database {shown}"))?;
+        Ok(true)
+    }
+
     pub async fn migrate(&self) -> anyhow::Result<()> {
         let migrator = match self.backend {
             Backend::Sqlite => &SQLITE_MIGRATOR,
@@ -369,4 +393,26 @@ pub(crate) fn json_list_int(backend: Backend, param: &str) -> String {
 /// Flags are stored as 0/1 on both engines.
 pub(crate) fn flag(b: bool) -> i64 {
     i64::from(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact_url;
+
+    #[test]
+    fn a_password_is_hidden_and_nothing_else_is_invented() {
+        assert_eq!(
+            redact_url("postgres://pb:s3cret@db.example.org/pb"),
+            "postgres://pb:****@db.example.org/pb"
+        );
+        assert_eq!(
+            redact_url("postgres://postgres@127.0.0.1:5432/pb"),
+            "postgres://postgres@127.0.0.1:5432/pb"
+        );
+        assert_eq!(
+            redact_url("postgres://pb:p@ss:w/rd@db/pb"),
+            "postgres://pb:****@db/pb"
+        );
+        assert_eq!(redact_url("sqlite:phonebank.db"), "sqlite:phonebank.db");
+    }
 }

@@ -39,6 +39,24 @@ pub async fn postgres() -> Option<Store> {
 /// A fresh PostgreSQL test database and its URL, so a test can open a second `Store`
 /// on it (two server instances sharing one database).
 pub async fn postgres_url() -> Option<(Store, String)> {
+    let (admin_url, name, url) = unused_postgres_database()?;
+    let admin = Store::connect_without_migrating(Some(&admin_url))
+        .await
+        .expect("connect to TEST_POSTGRES_URL");
+    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
+        .execute(admin.pool())
+        .await
+        .expect("create test database");
+    admin.close().await;
+    let store = Store::connect(Some(&url))
+        .await
+        .expect("open test database");
+    Some((store, url))
+}
+
+/// The admin URL, and the name and URL of a PostgreSQL test database not created yet,
+/// or `None` when PostgreSQL tests are not run (see the module's header).
+pub fn unused_postgres_database() -> Option<(String, String, String)> {
     let Ok(admin_url) = std::env::var("TEST_POSTGRES_URL") else {
         if std::env::var("PHONEBANK_REQUIRE_POSTGRES").is_ok_and(|v| v == "1") {
             panic!("PHONEBANK_REQUIRE_POSTGRES=1 but TEST_POSTGRES_URL is not set");
@@ -53,24 +71,13 @@ pub async fn postgres_url() -> Option<(Store, String)> {
         }
         _ => format!("pbtest_{}", random_suffix()),
     };
-    let admin = Store::connect_without_migrating(Some(&admin_url))
-        .await
-        .expect("connect to TEST_POSTGRES_URL");
-    sqlx::query(sqlx::AssertSqlSafe(format!("create database {name}")))
-        .execute(admin.pool())
-        .await
-        .expect("create test database");
-    admin.close().await;
     let url = match admin_url.rsplit_once('/') {
         Some((base, _)) if base.contains("://") && base.matches('/').count() >= 2 => {
             format!("{base}/{name}")
         }
         _ => format!("{admin_url}/{name}"),
     };
-    let store = Store::connect(Some(&url))
-        .await
-        .expect("open test database");
-    Some((store, url))
+    Some((admin_url, name, url))
 }
 
 fn random_suffix() -> String {
