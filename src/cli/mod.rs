@@ -92,10 +92,27 @@ pub fn run() -> ExitCode {
     match runtime.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, as `{:#}` prints them but without a cause that
+/// only repeats what is already said (sqlx's errors print their source themselves).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -237,4 +254,31 @@ fn init_tracing(default_filter: &str) {
     } else {
         builder.try_init()
     };
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_cause_that_repeats_the_message_is_said_once() {
+        #[derive(Debug)]
+        struct Echo(std::io::Error);
+        impl std::fmt::Display for Echo {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "error returned from database: {}", self.0)
+            }
+        }
+        impl std::error::Error for Echo {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Echo(std::io::Error::other("no such database")))
+            .context("connecting to x");
+        assert_eq!(
+            super::error_chain(&e),
+            "connecting to x: error returned from database: no such database"
+        );
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(super::error_chain(&plain), "outer: inner");
+    }
 }
