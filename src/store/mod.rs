@@ -126,6 +126,8 @@ pub struct Store {
     wal: Option<std::sync::Arc<durable::WalSync>>,
     backend: Backend,
     zones: std::sync::Arc<claim::ZoneCache>,
+    /// An in-memory database's own connection, never used: it keeps the database alive.
+    _keeper: Option<std::sync::Arc<std::sync::Mutex<sqlx::AnyConnection>>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -196,6 +198,12 @@ impl Store {
                 let mode = if create { "rwc" } else { "rw" };
                 format!("{url}{sep}mode={mode}")
             }
+            // sqlx names `:memory:` afresh for every connection through the Any driver
+            // (each would be an empty database of its own): one name for this store.
+            Backend::Sqlite if url.contains(":memory:") => format!(
+                "sqlite:file:phonebank-memory-{:016x}?mode=memory",
+                rand::random::<u64>()
+            ),
             _ => url,
         };
         let options = AnyConnectOptions::from_str(&url)
@@ -214,7 +222,11 @@ impl Store {
             }
         };
         // SQLite's own answer for the database's file, so every URL form works: group
-        // commit syncs that file's WAL. An in-memory database has no file.
+        // commit syncs that file's WAL. An in-memory database has no file, and lives
+        // while any connection to it is open: this one is kept for the life of the
+        // store, so a pooled connection dropped mid-request (a client that hangs up)
+        // never takes the data with it.
+        let mut keeper = None;
         let file = match backend {
             Backend::Sqlite => {
                 use sqlx::Connection as _;
@@ -225,8 +237,13 @@ impl Store {
                     sqlx::query_scalar("select file from pragma_database_list where name = 'main'")
                         .fetch_optional(&mut conn)
                         .await?;
-                conn.close().await?;
-                file.filter(|f| !f.is_empty())
+                let file = file.filter(|f| !f.is_empty());
+                if file.is_some() {
+                    conn.close().await?;
+                } else {
+                    keeper = Some(std::sync::Arc::new(std::sync::Mutex::new(conn)));
+                }
+                file
             }
             Backend::Postgres => None,
         };
@@ -257,14 +274,11 @@ impl Store {
                 let wal = std::sync::Arc::new(durable::WalSync::new(&file));
                 (pool, writer, Some(wal))
             }
-            // Each connection to an in-memory database is a database of its own: one
-            // connection, kept for the life of the store, does the reads and the writes.
+            // An in-memory database: one connection does the reads and the writes (a
+            // shared cache locks whole tables, so more would fail rather than wait).
             (Backend::Sqlite, None) => {
                 let pool = sqlite_pool(false)
                     .max_connections(1)
-                    .min_connections(1)
-                    .idle_timeout(None)
-                    .max_lifetime(None)
                     .acquire_timeout(Duration::from_secs(30))
                     .connect_with(options)
                     .await
@@ -278,6 +292,7 @@ impl Store {
             wal,
             backend,
             zones: Default::default(),
+            _keeper: keeper,
         })
     }
 
