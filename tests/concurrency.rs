@@ -8,7 +8,8 @@ mod common;
 
 use common::app::TestApp;
 use common::bank::{
-    A, B, Bank, C, D, bank, long_list, members_in, queued, queued_in_the_end, t0, tally, target,
+    A, B, Bank, C, D, bank, long_list, members_in, numbers_leased_twice, queued, queued_in_the_end,
+    stale_queue_copies, t0, tally, target,
 };
 use common::{import_members_str, load_seats};
 use jiff::{SignedDuration, Timestamp};
@@ -122,14 +123,7 @@ both_backends! {
         // More members while the fill runs; some re-imported onto another seat.
         import_members_str(&store, &members_in(19_000..23_000, B)).await;
         assert_eq!(queued_in_the_end(&store, c, 23_000).await, 23_000);
-        let wrong_seat: i64 = sqlx::query_scalar(
-            "select count(*) from call_queue q join members m on m.id = q.member_id \
-             where q.campaign_id = $1 and (q.seat_id <> m.seat_id or q.phone <> m.phone)",
-        )
-        .bind(c)
-        .fetch_one(store.pool())
-        .await
-        .unwrap();
+        let wrong_seat = stale_queue_copies(&store, c).await;
         assert_eq!(wrong_seat, 0, "queue copies out of date with the members");
     }
 
@@ -334,14 +328,7 @@ both_backends! {
                     Ok(Ok(_)) => {}
                 }
             }
-            let dup: i64 = sqlx::query_scalar(
-                "select count(*) from (select phone from call_queue where campaign_id = $1 \
-                 and state = 'leased' group by phone having count(*) > 1) d",
-            )
-            .bind(bank.campaign_id)
-            .fetch_one(bank.store.pool())
-            .await
-            .unwrap();
+            let dup = numbers_leased_twice(&bank.store, bank.campaign_id).await;
             assert_eq!(dup, 0, "a number leased twice at once");
             for id in ids {
                 bank.store

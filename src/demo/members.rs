@@ -11,7 +11,7 @@ use rand::seq::IndexedRandom as _;
 use rand::{Rng as _, SeedableRng as _};
 
 /// Member blocks, E.164 prefixes of 10 digits; each is followed by three more digits.
-const MEMBER_BLOCKS: [&str; 19] = [
+pub const MEMBER_BLOCKS: [&str; 19] = [
     "+441134960",
     "+441144960",
     "+441154960",

@@ -128,6 +128,18 @@ pub fn is_final_status(status: &str) -> bool {
     status_rank(status) == 5
 }
 
+/// Brings queue rows' copies of their member (number, seat, time zone, opt-out state)
+/// up to date; `$2` is now. The caller adds which rows.
+pub(crate) const REFRESH_QUEUE_COPIES: &str = "update call_queue set \
+       phone = (select m.phone from members m where m.id = call_queue.member_id), \
+       seat_id = (select m.seat_id from members m where m.id = call_queue.member_id), \
+       time_zone = (select s.time_zone from members m join seats s on s.id = m.seat_id \
+                    where m.id = call_queue.member_id), \
+       state = case when exists (select 1 from members m join suppressions x \
+                                 on x.phone = m.phone where m.id = call_queue.member_id) \
+                    then 'suppressed' else 'ready' end, \
+       updated_at = $2";
+
 /// Members queued per transaction.
 const ENQUEUE_CHUNK: i64 = 5_000;
 /// How long starting a campaign spends filling its queue before it answers.
@@ -138,67 +150,119 @@ impl Store {
     /// numbers go in as `suppressed`, so a later re-opt-in brings them back. Cheap to
     /// repeat: members already queued are skipped by the unique key.
     pub async fn enqueue_campaign(&self, campaign_id: i64, now: i64) -> Result<u64> {
-        Ok(self.enqueue_from(campaign_id, now, 0, None).await?.0)
+        self.enqueue_from(campaign_id, now, None).await
     }
 
-    /// Start a campaign's queue within a request: members are queued for up to
-    /// [`ENQUEUE_IN_REQUEST`] (always the first chunk, so a small campaign is queued in
-    /// full before this returns), and the rest in the background. Claims serve whoever
-    /// is queued meanwhile. Should the process stop first, the next `serve` finishes the
-    /// job ([`Store::enqueue_active_campaigns`] is cheap to repeat).
+    /// Start a campaign's queue within a request: see [`Store::start_queues`].
     pub async fn start_queue(&self, campaign_id: i64, now: i64) -> Result<()> {
-        let deadline = std::time::Instant::now() + ENQUEUE_IN_REQUEST;
-        let (added, rest) = self
-            .enqueue_from(campaign_id, now, 0, Some(deadline))
+        match self.start_queues(&[campaign_id], now, true).await.pop() {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// After a member import through the API: [`Store::start_queues`] for every active
+    /// campaign. A campaign whose fill fails (deleted meanwhile, say) is logged and
+    /// skipped: the members are imported, and the other campaigns still get them.
+    pub async fn start_active_queues(&self, now: i64) -> Result<()> {
+        let ids: Vec<i64> = sqlx::query_scalar("select id from campaigns where status = 'active'")
+            .fetch_all(&self.pool)
             .await?;
-        if let Some(from) = rest {
-            tracing::info!(
-                campaign_id,
-                queued = added,
-                "queue still filling, continuing in the background"
-            );
-            let store = self.clone();
-            tokio::spawn(async move {
-                match store.enqueue_from(campaign_id, now, from, None).await {
-                    Ok((more, _)) => {
-                        tracing::info!(campaign_id, queued = added + more, "queue filled")
-                    }
-                    Err(e) => {
-                        tracing::error!(campaign_id, error = %e, "filling the queue failed; the next start of the server resumes it")
-                    }
-                }
-            });
+        for (campaign_id, e) in self.start_queues(&ids, now, false).await {
+            tracing::warn!(campaign_id, error = %e, "queueing the new members failed");
         }
         Ok(())
     }
 
-    /// Queue members with ids above `from`, a chunk per transaction, until done or past
-    /// `deadline`. Returns how many were added and, when stopped early, where to resume.
+    /// Fill these campaigns' queues in background tasks, and wait for them for up to
+    /// [`ENQUEUE_IN_REQUEST`] in all (with `first_chunks`, always for each one's first
+    /// chunk, so a small campaign is queued in full when a start answers). The tasks
+    /// carry on when the wait ends, or when the request that started them is cancelled;
+    /// claims serve whoever is queued meanwhile. Should the process stop first, the next
+    /// `serve` finishes the job ([`Store::enqueue_active_campaigns`] is cheap to
+    /// repeat). Returns the fills that failed within the wait.
+    pub async fn start_queues(
+        &self,
+        campaign_ids: &[i64],
+        now: i64,
+        first_chunks: bool,
+    ) -> Vec<(i64, StoreError)> {
+        let deadline = tokio::time::Instant::now() + ENQUEUE_IN_REQUEST;
+        let fills: Vec<_> = campaign_ids
+            .iter()
+            .map(|&campaign_id| {
+                let store = self.clone();
+                let (first, first_done) = tokio::sync::oneshot::channel();
+                let task = tokio::spawn(async move {
+                    let filled = store.enqueue_from(campaign_id, now, Some(first)).await;
+                    match &filled {
+                        Ok(queued) => tracing::info!(campaign_id, queued, "queue filled"),
+                        Err(StoreError::NotFound) => {
+                            tracing::info!(campaign_id, "campaign deleted while its queue filled")
+                        }
+                        Err(e) => tracing::error!(
+                            campaign_id, error = %e,
+                            "filling the queue failed; the next start of the server resumes it"
+                        ),
+                    }
+                    filled
+                });
+                (campaign_id, first_done, task)
+            })
+            .collect();
+        let mut failed = Vec::new();
+        for (campaign_id, first_done, task) in fills {
+            if first_chunks {
+                let _ = first_done.await;
+            }
+            match tokio::time::timeout_at(deadline, task).await {
+                Ok(Ok(Ok(_))) => {}
+                Ok(Ok(Err(e))) => failed.push((campaign_id, e)),
+                Ok(Err(join)) => failed.push((campaign_id, StoreError::Other(join.into()))),
+                Err(_) => tracing::info!(
+                    campaign_id,
+                    "queue still filling, continuing in the background"
+                ),
+            }
+        }
+        failed
+    }
+
+    /// Queue every member not yet queued, a chunk per transaction; `first` hears when
+    /// the first chunk is in. Returns how many were added; `NotFound` if the campaign
+    /// was deleted on the way.
     async fn enqueue_from(
         &self,
         campaign_id: i64,
         now: i64,
-        from: i64,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<(u64, Option<i64>)> {
-        let targeting = self.targeting(campaign_id).await?;
+        mut first: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Result<u64> {
         let max_id: i64 = sqlx::query_scalar("select coalesce(max(id), 0) from members")
             .fetch_one(&self.pool)
             .await?;
         let mut tx = self.begin_write().await?;
+        if super::targeting::targeting_in(&mut tx, self.backend, campaign_id)
+            .await?
+            .is_none()
+        {
+            return Err(StoreError::NotFound);
+        }
         super::targeting::ensure_schedule(&mut tx, campaign_id).await?;
         tx.commit().await?;
         // A chunk of members per transaction: on SQLite a write transaction holds the
         // one write lock, and live webhooks must not wait behind a million-row insert.
         let mut added = 0;
-        let mut lo = from;
+        let mut lo = 0;
         while lo < max_id {
-            if deadline.is_some_and(|d| lo > from && std::time::Instant::now() >= d) {
-                self.wake_seats(campaign_id).await?;
-                return Ok((added, Some(lo)));
-            }
             let hi = lo + ENQUEUE_CHUNK;
             let mut tx = self.begin_write().await?;
+            // Read inside the chunk's transaction: a targeting change made during the
+            // fill applies to the chunks after it.
+            let Some(targeting) =
+                super::targeting::targeting_in(&mut tx, self.backend, campaign_id).await?
+            else {
+                return Err(StoreError::NotFound);
+            };
             added += sqlx::query(
                 "insert into call_queue (campaign_id, member_id, seat_id, phone, time_zone, \
                    priority, state, queued_at, updated_at) \
@@ -220,21 +284,13 @@ impl Store {
             // A re-import may have changed a queued member's number or seat: the queue's
             // copies follow (and the opt-out state of the new number), so suppression and
             // shared-number checks always see the real number.
-            sqlx::query(
-                "update call_queue set \
-                   phone = (select m.phone from members m where m.id = call_queue.member_id), \
-                   seat_id = (select m.seat_id from members m where m.id = call_queue.member_id), \
-                   time_zone = (select s.time_zone from members m join seats s on s.id = m.seat_id \
-                                where m.id = call_queue.member_id), \
-                   state = case when exists (select 1 from members m join suppressions x \
-                                             on x.phone = m.phone where m.id = call_queue.member_id) \
-                                then 'suppressed' else 'ready' end, \
-                   updated_at = $2 \
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{REFRESH_QUEUE_COPIES} \
                  where campaign_id = $1 and member_id > $3 and member_id <= $4 \
                    and state in ('ready', 'suppressed') and exists ( \
                    select 1 from members m where m.id = call_queue.member_id \
                    and (m.phone <> call_queue.phone or m.seat_id <> call_queue.seat_id))",
-            )
+            )))
             .bind(campaign_id)
             .bind(now)
             .bind(lo)
@@ -251,10 +307,40 @@ impl Store {
             )
             .await?;
             tx.commit().await?;
+            if self.backend == Backend::Postgres {
+                self.settle_opt_outs(campaign_id, now, lo, hi).await?;
+            }
             lo = hi;
+            if let Some(first) = first.take() {
+                self.wake_seats(campaign_id).await?;
+                let _ = first.send(());
+            }
         }
         self.wake_seats(campaign_id).await?;
-        Ok((added, None))
+        Ok(added)
+    }
+
+    /// On PostgreSQL an opt-out (or re-opt-in) that commits while a chunk is being
+    /// queued misses the chunk's rows, and the chunk read the list before it: after the
+    /// commit, rows whose state disagrees with the list follow it. Rows another
+    /// transaction holds are skipped (never waited for, so no deadlock): the holder is
+    /// the opt-out setting them, or a claim or a finish, which re-check the list.
+    async fn settle_opt_outs(&self, campaign_id: i64, now: i64, lo: i64, hi: i64) -> Result<()> {
+        sqlx::query(
+            "update call_queue set updated_at = $2, \
+               state = case when state = 'ready' then 'suppressed' else 'ready' end \
+             where id in (select id from call_queue q where q.campaign_id = $1 \
+               and q.member_id > $3 and q.member_id <= $4 and q.state in ('ready', 'suppressed') \
+               and (q.state = 'ready') = exists (select 1 from suppressions x where x.phone = q.phone) \
+               for update skip locked)",
+        )
+        .bind(campaign_id)
+        .bind(now)
+        .bind(lo)
+        .bind(hi)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
 
     /// Seats the claim marked idle may have members now (`src/store/claim.rs`).
@@ -266,19 +352,6 @@ impl Store {
         .execute(&self.writer)
         .await?;
         self.durable().await?;
-        Ok(())
-    }
-
-    /// After a member import through the API: [`Store::start_queue`] for every active
-    /// campaign, so the upload answers in seconds while a large file's members are
-    /// queued in the background.
-    pub async fn start_active_queues(&self, now: i64) -> Result<()> {
-        let ids: Vec<i64> = sqlx::query_scalar("select id from campaigns where status = 'active'")
-            .fetch_all(&self.pool)
-            .await?;
-        for id in ids {
-            self.start_queue(id, now).await?;
-        }
         Ok(())
     }
 
@@ -346,6 +419,8 @@ impl Store {
             return Ok(DialDecision::AlreadyStarted);
         }
         let phone: String = row.try_get("phone")?;
+        let number = PhoneNumber::from_e164(&phone)
+            .map_err(|e| anyhow::anyhow!("stored member number is invalid: {e}"))?;
         let zone: String = row.try_get("time_zone")?;
         let suppressed: i64 =
             sqlx::query_scalar("select count(*) from suppressions where phone = $1")
@@ -353,6 +428,38 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await?;
         let in_hours = hours.allows_in(now, &zone);
+        // One live call per number, checked on the member's own number: the queue's copy
+        // (which the claim's check and `call_queue_leased_phone_idx` use) trails a
+        // re-import until the queue catches up. On PostgreSQL the members on the number
+        // are locked first, so two dials to one number take turns through this check.
+        if self.backend == Backend::Postgres {
+            sqlx::query("select id from members where phone = $1 order by id for update")
+                .bind(&phone)
+                .fetch_all(&mut *tx)
+                .await?;
+        }
+        let busy: i64 = sqlx::query_scalar(
+            "select count(*) from contact_attempts a join members m on m.id = a.member_id \
+             where m.phone = $1 and a.state in ('dialling', 'answered') and a.id <> $2",
+        )
+        .bind(&phone)
+        .bind(attempt_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        if busy > 0 {
+            release_in(&mut tx, attempt_id, now.as_millisecond()).await?;
+            // Back in the queue with the number it really has now.
+            sqlx::query(
+                "update call_queue set phone = $2 \
+                 where id = (select queue_id from contact_attempts where id = $1) and state = 'ready'",
+            )
+            .bind(attempt_id)
+            .bind(&phone)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            return Ok(DialDecision::NumberBusy);
+        }
         if suppressed > 0 || !in_hours {
             release_in(&mut tx, attempt_id, now.as_millisecond()).await?;
             if suppressed > 0 {
@@ -383,7 +490,7 @@ impl Store {
         tx.commit().await?;
         // Only the request that moved the attempt to `dialling` may dial.
         Ok(if started == 1 {
-            DialDecision::Dial
+            DialDecision::Dial(number)
         } else {
             DialDecision::AlreadyStarted
         })
@@ -859,9 +966,14 @@ pub fn dial_disposition(status: Option<&str>) -> Option<Disposition> {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DialDecision {
-    Dial,
+    /// Dial this number: the member's number as checked here, which a re-import may
+    /// have changed since the attempt was read.
+    Dial(PhoneNumber),
+    /// The member's number is on another live call (a household line, or a number a
+    /// re-import gave to this member mid-claim); the lease was released.
+    NumberBusy,
     /// Dialling already started (a repeated request): do not dial again.
     AlreadyStarted,
     /// The number was suppressed since the claim; the lease was released.

@@ -202,7 +202,9 @@ impl Store {
                pass = case when pass < $4 then $4 else pass end \
              where campaign_id = $1 and seat_id in ( \
                select seat_id from seat_schedule where campaign_id = $1 \
-               and seat_id in ({}){lock})",
+               and seat_id in ({}){lock}) \
+             and not exists (select 1 from call_queue q where q.campaign_id = $1 \
+               and q.seat_id = seat_schedule.seat_id and q.state = 'ready' and q.not_before <= $5)",
             json_list_int(self.backend, "$2")
         );
         if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -210,6 +212,9 @@ impl Store {
             .bind(ids)
             .bind(now + IDLE_RECHECK_MS)
             .bind(pass.unwrap_or(i64::MIN))
+            // Written after the commit: a member released or queued since the walk
+            // looked keeps the seat awake.
+            .bind(now)
             .execute(&self.writer)
             .await
         {

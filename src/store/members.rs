@@ -9,7 +9,7 @@ use sqlx::any::AnyRow;
 use utoipa::ToSchema;
 
 use super::seats::UpsertCounts;
-use super::{Backend, Result, Store};
+use super::{Backend, Result, Store, Tx};
 use crate::domain::{PhoneNumber, now_millis};
 
 /// A validated row from a member file.
@@ -108,7 +108,7 @@ impl Store {
                 {
                     counts.unchanged += 1;
                 }
-                Some(_) => {
+                Some((_, phone, seat, _)) => {
                     sqlx::query(
                         "update members set name = $2, phone = $3, seat_id = $4, \
                          attributes = $5, updated_at = $6 where external_id = $1",
@@ -121,6 +121,9 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                    if phone != m.phone.as_e164() || *seat != m.seat_id {
+                        refresh_queue_copies(&mut tx, &m.external_id, now).await?;
+                    }
                     counts.updated += 1;
                 }
             }
@@ -262,4 +265,21 @@ async fn shared_phones(
             external_id: m.external_id.clone(),
         })
         .collect())
+}
+
+/// A member's new number or seat reaches their waiting queue rows in the same
+/// transaction: the claim's one-call-per-number check and the opt-out state read the
+/// queue's copies, which must never trail the member (a leased row is left alone; the
+/// dial checks the member's own number).
+async fn refresh_queue_copies(tx: &mut Tx, external_id: &str, now: i64) -> Result<()> {
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{} where member_id = (select id from members where external_id = $1) \
+           and state in ('ready', 'suppressed')",
+        super::calls::REFRESH_QUEUE_COPIES
+    )))
+    .bind(external_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }

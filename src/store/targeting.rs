@@ -13,24 +13,11 @@ use crate::domain::targeting::{NonTargets, Targeting};
 impl Store {
     pub async fn targeting(&self, campaign_id: i64) -> Result<Targeting> {
         self.get_campaign(campaign_id).await?;
-        let row = sqlx::query(
-            "select non_targets, attribute, attribute_weights from campaign_targeting \
-             where campaign_id = $1",
-        )
-        .bind(campaign_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        let Some(row) = row else {
-            return Ok(Targeting::default());
-        };
-        let mode: String = row.try_get("non_targets")?;
-        let weights: String = row.try_get("attribute_weights")?;
-        Ok(Targeting {
-            non_targets: NonTargets::parse(&mode)
-                .ok_or_else(|| anyhow::anyhow!("unknown non_targets {mode:?}"))?,
-            attribute: row.try_get("attribute")?,
-            attribute_weights: serde_json::from_str::<BTreeMap<String, i64>>(&weights)?,
-        })
+        let row = sqlx::query(TARGETING_SELECT)
+            .bind(campaign_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        targeting_from(row)
     }
 
     /// Replace the settings; queued members are re-ordered at once, so the next claim
@@ -38,6 +25,14 @@ impl Store {
     pub async fn set_targeting(&self, campaign_id: i64, t: &Targeting) -> Result<Targeting> {
         self.get_campaign(campaign_id).await?;
         let mut tx = self.begin_write().await?;
+        // A queue fill's chunk holds this row shared while it applies the settings it
+        // read (PostgreSQL; SQLite's single writer orders them anyway).
+        if self.backend == Backend::Postgres {
+            sqlx::query("select id from campaigns where id = $1 for update")
+                .bind(campaign_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        }
         sqlx::query(
             "insert into campaign_targeting (campaign_id, non_targets, attribute, \
                attribute_weights, updated_at) values ($1, $2, $3, $4, $5) \
@@ -56,6 +51,52 @@ impl Store {
         tx.commit().await?;
         self.targeting(campaign_id).await
     }
+}
+
+const TARGETING_SELECT: &str = "select non_targets, attribute, attribute_weights \
+     from campaign_targeting where campaign_id = $1";
+
+/// The campaign's targeting as this transaction sees it, for a queue fill's chunk:
+/// `None` when the campaign is gone. On PostgreSQL the campaign row is held shared until
+/// the chunk commits, so a targeting change waits for it and the next chunk reads the
+/// change.
+pub(crate) async fn targeting_in(
+    tx: &mut Tx,
+    backend: Backend,
+    campaign_id: i64,
+) -> Result<Option<Targeting>> {
+    let lock = match backend {
+        Backend::Postgres => " for share",
+        Backend::Sqlite => "",
+    };
+    let exists = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "select id from campaigns where id = $1{lock}"
+    )))
+    .bind(campaign_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    if exists.is_none() {
+        return Ok(None);
+    }
+    let row = sqlx::query(TARGETING_SELECT)
+        .bind(campaign_id)
+        .fetch_optional(&mut **tx)
+        .await?;
+    targeting_from(row).map(Some)
+}
+
+fn targeting_from(row: Option<sqlx::any::AnyRow>) -> Result<Targeting> {
+    let Some(row) = row else {
+        return Ok(Targeting::default());
+    };
+    let mode: String = row.try_get("non_targets")?;
+    let weights: String = row.try_get("attribute_weights")?;
+    Ok(Targeting {
+        non_targets: NonTargets::parse(&mode)
+            .ok_or_else(|| anyhow::anyhow!("unknown non_targets {mode:?}"))?,
+        attribute: row.try_get("attribute")?,
+        attribute_weights: serde_json::from_str::<BTreeMap<String, i64>>(&weights)?,
+    })
 }
 
 /// Set `call_queue.priority` from the member attribute weights. With `reset`, every
@@ -113,7 +154,8 @@ pub(crate) async fn ensure_schedule(tx: &mut Tx, campaign_id: i64) -> Result<()>
         "insert into seat_schedule (campaign_id, seat_id, pass) \
          select $1, s.id, coalesce((select min(pass) from seat_schedule where campaign_id = $1), 0) \
          from seats s where not exists \
-           (select 1 from seat_schedule x where x.campaign_id = $1 and x.seat_id = s.id)",
+           (select 1 from seat_schedule x where x.campaign_id = $1 and x.seat_id = s.id) \
+         on conflict (campaign_id, seat_id) do nothing",
     )
     .bind(campaign_id)
     .execute(&mut **tx)

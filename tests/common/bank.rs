@@ -230,3 +230,27 @@ pub async fn queued_in_the_end(store: &Store, campaign_id: i64, n: i64) -> i64 {
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     queued(store, campaign_id).await
 }
+
+/// Queue rows whose copy of the member's number or seat is out of date.
+pub async fn stale_queue_copies(store: &Store, campaign_id: i64) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from call_queue q join members m on m.id = q.member_id \
+         where q.campaign_id = $1 and (q.seat_id <> m.seat_id or q.phone <> m.phone)",
+    )
+    .bind(campaign_id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}
+
+/// Numbers on more than one live lease in the campaign's queue (must be 0).
+pub async fn numbers_leased_twice(store: &Store, campaign_id: i64) -> i64 {
+    sqlx::query_scalar(
+        "select count(*) from (select phone from call_queue where campaign_id = $1 \
+         and state = 'leased' group by phone having count(*) > 1) d",
+    )
+    .bind(campaign_id)
+    .fetch_one(store.pool())
+    .await
+    .unwrap()
+}

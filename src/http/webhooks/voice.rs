@@ -763,13 +763,13 @@ async fn ready(
         )
         .await?;
     match decision {
-        DialDecision::Dial => {
+        DialDecision::Dial(number) => {
             metrics::counter!("phonebank_dials_total").increment(1);
             reply(
                 Twiml::new()
                     .say("Connecting. Press star to end the call.")
                     .dial(Dial {
-                        number: attempt.phone.as_e164().to_owned(),
+                        number: number.as_e164().to_owned(),
                         caller_id: campaign.caller_number.as_e164().to_owned(),
                         action: state.url(&format!("/webhooks/voice/dialed?a={}", attempt.id)),
                         timeout: RING_SECONDS,
@@ -795,6 +795,11 @@ async fn ready(
         DialDecision::OptedOut => reply(
             Twiml::new()
                 .say("That member has asked not to be contacted, so we will skip them.")
+                .redirect(state.url("/webhooks/voice/next")),
+        ),
+        DialDecision::NumberBusy => reply(
+            Twiml::new()
+                .say("That member's line is on another call right now, so we will try them later.")
                 .redirect(state.url("/webhooks/voice/next")),
         ),
         DialDecision::OutsideHours => reply(
