@@ -613,7 +613,7 @@ async fn memory_url_keeps_its_data_through_cancelled_requests() {
         .expect("open :memory:");
     let bank = std::sync::Arc::new(bank(store.clone(), 20, 4).await);
     let app = TestApp::new(store.clone()).await;
-    let keep = PhoneNumber::from_e164(&phone_of(19_999)).unwrap();
+    let keep = PhoneNumber::from_e164(&phone_of(18_999)).unwrap();
     store
         .suppress(&keep, "STOP", "sms", "member")
         .await
@@ -636,7 +636,7 @@ async fn memory_url_keeps_its_data_through_cancelled_requests() {
         let _ = tokio::time::timeout(
             d,
             store.suppress(
-                &PhoneNumber::from_e164(&phone_of(18_000 + i as usize)).unwrap(),
+                &PhoneNumber::from_e164(&phone_of(17_000 + i as usize)).unwrap(),
                 "x",
                 "sms",
                 "m",
@@ -931,7 +931,7 @@ async fn memory_survives(kind: &str) -> Result<(), String> {
                 let _ = tokio::time::timeout(
                     d,
                     store.suppress(
-                        &PhoneNumber::from_e164(&phone_of(18_000 + i as usize)).unwrap(),
+                        &PhoneNumber::from_e164(&phone_of(17_000 + i as usize)).unwrap(),
                         "x",
                         "sms",
                         "m",

@@ -440,7 +440,8 @@ impl Store {
         }
         let busy: i64 = sqlx::query_scalar(
             "select count(*) from contact_attempts a join members m on m.id = a.member_id \
-             where m.phone = $1 and a.state in ('dialling', 'answered') and a.id <> $2",
+             where m.phone = $1 and a.state in ('dialling', 'answered', 'reconcile') \
+             and a.id <> $2",
         )
         .bind(&phone)
         .bind(attempt_id)
