@@ -16,7 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 use phonebank::domain::targeting::NonTargets;
 use phonebank::domain::{CampaignStatus, PhoneNumber};
 use phonebank::store::Store;
-use phonebank::store::calls::{ClaimOutcome, Finish};
+use phonebank::store::calls::{ClaimOutcome, DialDecision, Finish};
 use phonebank::store::seats::SeatPatch;
 
 fn vol_phone(i: usize) -> PhoneNumber {
@@ -353,5 +353,43 @@ both_backends! {
                 assert!(*n <= 10, "{code} admitted {n}: {per_seat:?}");
             }
         }
+    }
+}
+
+both_backends! {
+    async fn a_number_already_on_a_call_is_never_dialled_again(store) {
+        // X1 and X2 are leased on their own numbers; a re-import then gives X1 the
+        // number X2 is being dialled on. The leased queue row still has X1's old number
+        // (the claim's checks cannot see the clash): the dial must.
+        let bank = bank(store.clone(), 0, 2).await;
+        let (p1, p2) = ("+447700900101", "+447700900102");
+        import_members_str(&store, &format!("member_id,name,phone,constituency\nX1,One,{p1},{A}\nX2,Two,{p2},{A}\n")).await;
+        let mut leases = Vec::new();
+        for v in 0..2 {
+            let ClaimOutcome::Claimed(a) = store.claim(&bank.request(v, t0())).await.unwrap() else {
+                panic!("nobody to claim");
+            };
+            leases.push(a);
+        }
+        let x1 = leases.iter().find(|a| a.phone.as_e164() == p1).unwrap().id;
+        let x2 = leases.iter().find(|a| a.phone.as_e164() == p2).unwrap().id;
+        let hours = bank.hours.clone();
+        let dial = |id| {
+            let store = store.clone();
+            let hours = hours.clone();
+            async move { store.start_dial(id, &hours, t0(), 600_000).await.unwrap() }
+        };
+        assert!(matches!(dial(x2).await, DialDecision::Dial(n) if n.as_e164() == p2));
+        import_members_str(&store, &format!("member_id,name,phone,constituency\nX1,One,{p2},{A}\n")).await;
+        assert_eq!(dial(x1).await, DialDecision::NumberBusy);
+        // X1 is back in the queue, on the number they have now.
+        let row: (String, String) = sqlx::query_as(
+            "select q.state, q.phone from call_queue q join contact_attempts a on a.queue_id = q.id where a.id = $1",
+        )
+        .bind(x1)
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        assert_eq!(row, ("ready".to_owned(), p2.to_owned()));
     }
 }

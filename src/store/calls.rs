@@ -430,12 +430,13 @@ impl Store {
         let in_hours = hours.allows_in(now, &zone);
         // One live call per number, checked on the member's own number: the queue's copy
         // (which the claim's check and `call_queue_leased_phone_idx` use) trails a
-        // re-import until the queue catches up. On PostgreSQL the members on the number
-        // are locked first, so two dials to one number take turns through this check.
+        // re-import until the queue catches up. On PostgreSQL two dials to one number
+        // take turns through this check on a lock of the number's own (a transaction
+        // lock, not a row lock: an import updating those members cannot deadlock it).
         if self.backend == Backend::Postgres {
-            sqlx::query("select id from members where phone = $1 order by id for update")
+            sqlx::query("select pg_advisory_xact_lock(hashtext($1))")
                 .bind(&phone)
-                .fetch_all(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
         }
         let busy: i64 = sqlx::query_scalar(
