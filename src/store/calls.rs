@@ -363,7 +363,12 @@ impl Store {
             .await?;
         let mut total = 0;
         for id in ids {
-            total += self.enqueue_campaign(id, now).await?;
+            match self.enqueue_campaign(id, now).await {
+                Ok(added) => total += added,
+                // Deleted since the list was read: nothing to queue.
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(total)
     }
