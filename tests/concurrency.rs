@@ -186,33 +186,24 @@ async fn sqlite_memory_url_reads_what_it_wrote() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_url_forms() {
     let dir = common::test_dir();
-    let abs = format!("sqlite://{}", dir.join("abs.db").display());
-    let store = Store::connect(Some(&abs))
-        .await
-        .expect("open sqlite:///abs");
-    store
-        .create_volunteer("V", &vol_phone(2), None, "x")
-        .await
-        .unwrap();
-    store.close().await;
     let rel = dir
         .strip_prefix(std::env::current_dir().unwrap())
         .unwrap()
         .join("rel.db");
-    let url = format!("sqlite://{}", rel.display());
-    let store = Store::connect(Some(&url))
-        .await
-        .expect("open sqlite://relative");
-    store
-        .create_volunteer("V", &vol_phone(3), None, "x")
-        .await
-        .unwrap();
-    let url = format!("sqlite:{}?mode=rwc", dir.join("rwc.db").display());
-    let store = Store::connect(Some(&url)).await.expect("open ?mode=rwc");
-    store
-        .create_volunteer("V", &vol_phone(4), None, "x")
-        .await
-        .unwrap();
+    let urls = [
+        format!("sqlite://{}", dir.join("abs.db").display()),
+        format!("sqlite://{}", rel.display()),
+        format!("sqlite:{}?mode=rwc", dir.join("rwc.db").display()),
+    ];
+    for (i, url) in urls.iter().enumerate() {
+        let store = Store::connect(Some(url)).await.expect(url);
+        store
+            .create_volunteer("V", &vol_phone(2 + i), None, "x")
+            .await
+            .unwrap();
+        assert_eq!(store.list_volunteers().await.unwrap().len(), 1, "{url}");
+        store.close().await;
+    }
 }
 
 /// Writes cancelled at random points (a client that disconnects mid-request drops the

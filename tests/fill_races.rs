@@ -119,6 +119,15 @@ async fn queue_state(store: &Store, campaign_id: i64, phone: &str) -> Vec<String
         .unwrap()
 }
 
+/// The seats, one running campaign, the API, and fill chunks of about `secs` each.
+async fn running_campaign_with_slow_fills(store: &Store, secs: f64) -> (i64, TestApp) {
+    load_seats(store).await;
+    let c = active_campaign(store).await;
+    let app = TestApp::new(store.clone()).await;
+    slow_fill(store, secs).await;
+    (c, app)
+}
+
 /// `csv` uploaded through the API in a task of its own.
 fn upload_in_a_task(app: &TestApp, csv: String) -> tokio::task::JoinHandle<common::app::Reply> {
     let app = TestApp {
@@ -269,10 +278,7 @@ both_backends! {
     // background half was spawned only afterwards; now the whole fill is a task of its
     // own, which the request only waits for).
     async fn upload_cancelled_during_in_request_fill_still_queues_everyone(store) {
-        load_seats(&store).await;
-        let c = active_campaign(&store).await;
-        let app = TestApp::new(store.clone()).await;
-        slow_fill(&store, 2.5).await;
+        let (c, app) = running_campaign_with_slow_fills(&store, 2.5).await;
         let upload = upload_in_a_task(&app, members_csv("U", 0..6_000, A, "full"));
         // Wait for the import to commit, then a little into the in-request fill.
         wait_for_members(&store, 6_000).await;
@@ -294,10 +300,7 @@ both_backends! {
     // queue's copy of the number and seat matching the member (including members the
     // second file moved to another number and seat).
     async fn two_uploads_with_overlapping_background_fills_converge(store) {
-        load_seats(&store).await;
-        let c = active_campaign(&store).await;
-        let app = TestApp::new(store.clone()).await;
-        slow_fill(&store, 1.0).await;
+        let (c, app) = running_campaign_with_slow_fills(&store, 1.0).await;
         let r = app.raw("POST", "/api/v1/members/import", "text/csv", members_csv("W", 0..11_000, A, "full")).await;
         assert_eq!(r.status.as_u16(), 200, "{}", r.text);
         // Second file: re-imports 0..2000 onto seat B and new numbers, adds 11000..12000.
