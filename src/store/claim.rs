@@ -193,11 +193,41 @@ impl Store {
         let Ok(ids) = serde_json::to_string(seats) else {
             return;
         };
+        if let Err(e) = self.try_mark_idle(campaign_id, &ids, now, pass).await {
+            tracing::debug!(error = %e, "marking idle seats skipped");
+        }
+    }
+
+    /// Written after the claim's commit, and only on seats with nobody ready at write
+    /// time, so a member released or queued since the walk looked keeps the seat awake.
+    /// On PostgreSQL the rows are locked first (skipping any another claim holds) and
+    /// checked in a later statement, whose snapshot sees every release committed before
+    /// it; a release committed after it wakes the seat once this commits (its wake-up
+    /// waits for the lock). SQLite's single writer orders the one statement with them.
+    async fn try_mark_idle(
+        &self,
+        campaign_id: i64,
+        ids: &str,
+        now: i64,
+        pass: Option<i64>,
+    ) -> super::Result<()> {
+        let mut tx = self.writer.begin().await?;
+        if self.backend == Backend::Postgres {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "select seat_id from seat_schedule where campaign_id = $1 \
+                 and seat_id in ({}) for update skip locked",
+                json_list_int(self.backend, "$2")
+            )))
+            .bind(campaign_id)
+            .bind(ids)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
         let lock = match self.backend {
             Backend::Postgres => " for update skip locked",
             Backend::Sqlite => "",
         };
-        let sql = format!(
+        sqlx::query(sqlx::AssertSqlSafe(format!(
             "update seat_schedule set idle_until = $3, \
                pass = case when pass < $4 then $4 else pass end \
              where campaign_id = $1 and seat_id in ( \
@@ -206,20 +236,16 @@ impl Store {
              and not exists (select 1 from call_queue q where q.campaign_id = $1 \
                and q.seat_id = seat_schedule.seat_id and q.state = 'ready' and q.not_before <= $5)",
             json_list_int(self.backend, "$2")
-        );
-        if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(campaign_id)
-            .bind(ids)
-            .bind(now + IDLE_RECHECK_MS)
-            .bind(pass.unwrap_or(i64::MIN))
-            // Written after the commit: a member released or queued since the walk
-            // looked keeps the seat awake.
-            .bind(now)
-            .execute(&self.writer)
-            .await
-        {
-            tracing::debug!(error = %e, "marking idle seats skipped");
-        }
+        )))
+        .bind(campaign_id)
+        .bind(ids)
+        .bind(now + IDLE_RECHECK_MS)
+        .bind(pass.unwrap_or(i64::MIN))
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     /// The candidate seats, in serving order. Both phases leave out seats already looked
