@@ -138,6 +138,17 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Which engine a `DATABASE_URL` names, if either.
+fn backend_of(url: &str) -> Option<Backend> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Some(Backend::Postgres)
+    } else if url.starts_with("sqlite:") {
+        Some(Backend::Sqlite)
+    } else {
+        None
+    }
+}
+
 /// A database URL with any password hidden when printed.
 pub fn redact_url(url: &str) -> String {
     match url.split_once("://") {
@@ -181,11 +192,7 @@ impl Store {
             Some(u) if !u.trim().is_empty() => u.trim().to_owned(),
             _ => format!("sqlite:{DEFAULT_SQLITE_FILE}"),
         };
-        let backend = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            Backend::Postgres
-        } else if url.starts_with("sqlite:") {
-            Backend::Sqlite
-        } else {
+        let Some(backend) = backend_of(&url) else {
             anyhow::bail!(
                 "DATABASE_URL must start with sqlite: or postgres:// (got {})",
                 redact_url(&url)
@@ -302,7 +309,7 @@ impl Store {
     pub async fn create_postgres_database(url: &str) -> anyhow::Result<bool> {
         use anyhow::Context as _;
         use sqlx::migrate::MigrateDatabase as _;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        if backend_of(url) != Some(Backend::Postgres) {
             return Ok(false);
         }
         sqlx::any::install_default_drivers();
